@@ -1,0 +1,28 @@
+"""
+Sans-I/O pieces of the EXP wire protocol shared by the SDK and the local
+server: channel ids and auth tokens.  Nothing here imports Twisted.
+"""
+
+from exp.protocol._channels import ChannelId, InvalidChannelId, encode_channel
+from exp.protocol._tokens import (
+    InvalidToken,
+    consumer_app_token,
+    device_token,
+    sign,
+    to_seconds,
+    unverified_claims,
+    verify,
+)
+
+__all__ = [
+    "ChannelId",
+    "InvalidChannelId",
+    "InvalidToken",
+    "consumer_app_token",
+    "device_token",
+    "encode_channel",
+    "sign",
+    "to_seconds",
+    "unverified_claims",
+    "verify",
+]

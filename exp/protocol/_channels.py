@@ -1,0 +1,66 @@
+"""
+Channel ids (PROTOCOL.md A3): base64 of the compact JSON array
+C{[organization, name, system, consumer]}.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+
+import attrs
+
+
+class InvalidChannelId(ValueError):
+    """A string that is not a well-formed channel id."""
+
+
+@attrs.frozen
+class ChannelId:
+    """A channel named inside an organization, with its two flags."""
+
+    organization: str
+    name: str
+    system: bool = False
+    consumer: bool = False
+
+    def encode(self) -> str:
+        """The id of this channel on the wire."""
+        raw = json.dumps(
+            [self.organization, self.name, 1 if self.system else 0, 1 if self.consumer else 0],
+            separators=(",", ":"),
+        )
+        return base64.b64encode(raw.encode("utf-8")).decode("ascii")
+
+    @classmethod
+    def decode(cls, channel_id: object) -> ChannelId:
+        """
+        Parse a channel id from the wire.
+
+        @raise InvalidChannelId: if C{channel_id} is not an encoded channel.
+        """
+        if not isinstance(channel_id, str) or len(channel_id) > 4096:
+            raise InvalidChannelId("a channel id is a base64 string")
+        try:
+            value = json.loads(base64.b64decode(channel_id.encode("ascii"), validate=True))
+        except (binascii.Error, UnicodeError, ValueError) as e:
+            raise InvalidChannelId(f"not a base64 JSON channel id: {e}") from None
+        if (
+            not isinstance(value, list)
+            or len(value) != 4
+            or not isinstance(value[0], str)
+            or not isinstance(value[1], str)
+            or value[2] not in (0, 1, True, False)
+            or value[3] not in (0, 1, True, False)
+        ):
+            raise InvalidChannelId(
+                "a channel id encodes [organization, name, system, consumer]"
+            )
+        return cls(value[0], value[1], bool(value[2]), bool(value[3]))
+
+
+def encode_channel(organization: str, name: str, system: bool = False,
+                   consumer: bool = False) -> str:
+    """The wire id of a channel."""
+    return ChannelId(organization, name, system, consumer).encode()

@@ -1,0 +1,119 @@
+"""
+Auth tokens of PROTOCOL.md A2: HS256 JWTs, whose C{exp} may be in seconds
+or (older clients) in milliseconds.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import jwt
+from jwt.algorithms import HMACAlgorithm
+
+ALGORITHM = "HS256"
+
+#: An C{exp}/C{iat} above this is in milliseconds (PROTOCOL.md A2).
+MILLISECONDS_THRESHOLD = 10**11
+
+
+class _HS256(HMACAlgorithm):
+    """
+    HS256 without PyJWT's advice on key length: EXP signs device and
+    consumer tokens with secrets and api keys that users choose, often
+    shorter than RFC 7518 recommends.  That is the protocol.
+    """
+
+    def check_key_length(self, key: bytes) -> str | None:
+        return None
+
+
+_jws = jwt.PyJWS(algorithms=[])
+_jws.register_algorithm(ALGORITHM, _HS256(HMACAlgorithm.SHA256))
+
+
+class InvalidToken(ValueError):
+    """A token that is malformed, badly signed or expired."""
+
+
+def to_seconds(value: object) -> float:
+    """
+    Normalise a JWT time claim to seconds since the epoch.
+
+    @raise InvalidToken: if C{value} is not a number.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InvalidToken("a time claim must be a number")
+    return value / 1000.0 if value > MILLISECONDS_THRESHOLD else float(value)
+
+
+def sign(claims: dict[str, Any], key: str | bytes) -> str:
+    """Sign C{claims} with C{key} (HS256)."""
+    body = json.dumps(claims, separators=(",", ":")).encode("utf-8")
+    return _jws.encode(body, key, algorithm=ALGORITHM)
+
+
+def _claims(payload: bytes) -> dict[str, Any]:
+    try:
+        claims = json.loads(payload)
+    except ValueError:
+        raise InvalidToken("token claims are not JSON") from None
+    if not isinstance(claims, dict):
+        raise InvalidToken("token claims must be an object")
+    return claims
+
+
+def unverified_claims(token: object) -> dict[str, Any]:
+    """
+    The claims of C{token} before its signature is checked (to find the key).
+
+    @raise InvalidToken: if the token cannot be parsed.
+    """
+    if not isinstance(token, str):
+        raise InvalidToken("a token is a string")
+    try:
+        payload = _jws.decode(token, options={"verify_signature": False})
+    except jwt.PyJWTError as e:
+        raise InvalidToken(str(e)) from None
+    return _claims(payload)
+
+
+def verify(token: object, key: str | bytes, now: float | None = None) -> dict[str, Any]:
+    """
+    Check the signature and expiry of C{token} and return its claims.
+
+    @raise InvalidToken: if the token is malformed, not signed with C{key}
+        using HS256, or expired.
+    """
+    if not isinstance(token, str):
+        raise InvalidToken("a token is a string")
+    try:
+        payload = _jws.decode(token, key, algorithms=[ALGORITHM])
+    except jwt.PyJWTError as e:
+        raise InvalidToken(str(e)) from None
+    claims = _claims(payload)
+    if "exp" in claims:
+        if to_seconds(claims["exp"]) <= (time.time() if now is None else now):
+            raise InvalidToken("token has expired")
+    return claims
+
+
+def device_token(uuid: str, secret: str, allow_pairing: bool = False,
+                 lifetime: float = 3600.0) -> str:
+    """The login token of a device (pairing devices sign with C{"_"}/C{"_"})."""
+    now = int(time.time())
+    return sign(
+        {"type": "device", "uuid": uuid, "allowPairing": allow_pairing,
+         "iat": now, "exp": now + int(lifetime)},
+        secret,
+    )
+
+
+def consumer_app_token(uuid: str, api_key: str, lifetime: float = 3600.0) -> str:
+    """The login token of a consumer app."""
+    now = int(time.time())
+    return sign(
+        {"type": "consumerApp", "uuid": uuid, "iat": now, "exp": now + int(lifetime)},
+        api_key,
+    )

@@ -1,0 +1,153 @@
+"""
+Identities, password hashing and the server's own tokens.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+import secrets
+import time
+import uuid as uuidlib
+from typing import Any
+
+import attrs
+
+from exp.protocol import InvalidToken, sign, verify
+
+#: scrypt cost: about 50 ms a hash on a current core.
+_SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**14, 8, 1
+
+USER, DEVICE, CONSUMER_APP = "user", "device", "consumerApp"
+
+#: The organization of unpaired devices: they belong to none yet.
+NO_ORGANIZATION = ""
+
+
+def hash_password(password: str) -> str:
+    """A salted scrypt hash of C{password}, self-describing."""
+    salt = os.urandom(16)
+    digest = hashlib.scrypt(
+        password.encode("utf-8"), salt=salt, n=_SCRYPT_N, r=_SCRYPT_R, p=_SCRYPT_P
+    )
+    fields = [str(_SCRYPT_N), str(_SCRYPT_R), str(_SCRYPT_P),
+              base64.b64encode(salt).decode(), base64.b64encode(digest).decode()]
+    return "$".join(["scrypt", *fields])
+
+
+def check_password(password: str, stored: str) -> bool:
+    """Whether C{password} matches a hash of L{hash_password}, in constant time."""
+    try:
+        scheme, n, r, p, salt, digest = stored.split("$")
+        if scheme != "scrypt":
+            return False
+        expected = base64.b64decode(digest)
+        actual = hashlib.scrypt(
+            password.encode("utf-8"), salt=base64.b64decode(salt),
+            n=int(n), r=int(r), p=int(p), dklen=len(expected),
+        )
+    except (ValueError, TypeError):
+        return False
+    return hmac.compare_digest(actual, expected)
+
+
+def same_secret(given: str, expected: str) -> bool:
+    """Constant-time comparison of two secrets."""
+    return hmac.compare_digest(given.encode("utf-8"), expected.encode("utf-8"))
+
+
+def new_secret() -> str:
+    """A fresh device secret or api key."""
+    return secrets.token_urlsafe(32)
+
+
+def pairing_code() -> str:
+    """A short code a person can read off a screen and type."""
+    alphabet = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
+    return "".join(secrets.choice(alphabet) for _ in range(6))
+
+
+@attrs.frozen
+class Identity:
+    """Who a request or a connection acts for."""
+
+    type: str
+    uuid: str
+    organization: str
+    username: str | None = None
+    paired: bool = True
+    pairing_code: str | None = None
+    restricted: bool = False
+
+    @property
+    def is_consumer(self) -> bool:
+        return self.type == CONSUMER_APP
+
+    @property
+    def is_pairing(self) -> bool:
+        return self.type == DEVICE and not self.paired
+
+    def to_json(self) -> dict[str, Any]:
+        """The C{identity} of an auth payload."""
+        out: dict[str, Any] = {
+            "type": self.type, "uuid": self.uuid, "organization": self.organization,
+        }
+        if self.username is not None:
+            out["username"] = self.username
+        if self.type == DEVICE:
+            out["paired"] = self.paired
+        if self.pairing_code is not None:
+            out["pairingCode"] = self.pairing_code
+        return out
+
+
+@attrs.frozen
+class TokenIssuer:
+    """Signs and verifies the server's own tokens with its key."""
+
+    key: str
+    lifetime: float = 3600.0
+
+    def issue(self, identity: Identity, public_url: str) -> dict[str, Any]:
+        """The auth payload of PROTOCOL.md A2 for C{identity}."""
+        now = time.time()
+        expires = now + self.lifetime
+        claims = {
+            "typ": identity.type, "sub": identity.uuid, "org": identity.organization,
+            "iat": int(now), "exp": int(expires), "jti": uuidlib.uuid4().hex,
+        }
+        if identity.username is not None:
+            claims["usr"] = identity.username
+        if identity.is_pairing:
+            claims["pair"] = identity.pairing_code
+        payload: dict[str, Any] = {
+            "token": sign(claims, self.key),
+            "expiration": int(expires * 1000),
+            "identity": identity.to_json(),
+            "api": {"host": public_url},
+            "network": {"host": public_url},
+        }
+        if not identity.is_pairing:
+            payload["restrictedToken"] = sign(dict(claims, rt=True), self.key)
+        return payload
+
+    def identify(self, token: object) -> Identity:
+        """
+        The identity a server token stands for.
+
+        @raise InvalidToken: if the token is not one of ours or has expired.
+        """
+        claims = verify(token, self.key)
+        try:
+            kind, uuid, org = claims["typ"], claims["sub"], claims["org"]
+        except KeyError as e:
+            raise InvalidToken(f"token lacks the {e.args[0]} claim") from None
+        if not all(isinstance(v, str) for v in (kind, uuid, org)) or "exp" not in claims:
+            raise InvalidToken("token claims are malformed")
+        return Identity(
+            type=kind, uuid=uuid, organization=org, username=claims.get("usr"),
+            paired="pair" not in claims, pairing_code=claims.get("pair"),
+            restricted=bool(claims.get("rt")),
+        )

@@ -1,0 +1,108 @@
+"""
+The content tree of an organization: a folder on disk (PROTOCOL.md Part B).
+
+Folders are C{scala:content:folder} items, files C{scala:content:file}
+items, C{*.url} files C{scala:content:url} items, and sibling files named
+C{<stem>.<variant>.<ext>} are the variants of C{<stem>.<ext>}.  The root
+folder is the item with uuid C{root}.  Item uuids are derived from their
+paths, so they stay the same across scans and restarts.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+import os
+import uuid as uuidlib
+from typing import Any
+
+FOLDER, FILE, URL = "scala:content:folder", "scala:content:file", "scala:content:url"
+ROOT_UUID = "root"
+_NAMESPACE = uuidlib.UUID("6f1c3a52-3c0e-4e4e-9f2b-8d7f1e1e0c11")
+
+
+def item_uuid(path: str) -> str:
+    """The uuid of the item at C{path} (C{/} for the root)."""
+    return ROOT_UUID if path == "/" else str(uuidlib.uuid5(_NAMESPACE, path))
+
+
+def _read_url(filename: str) -> str:
+    """The URL a C{.url} file holds: its first line, or an C{URL=} line."""
+    with open(filename, encoding="utf-8", errors="replace") as f:
+        lines = [line.strip() for line in f.read(65536).splitlines() if line.strip()]
+    for line in lines:
+        if line.upper().startswith("URL="):
+            return line[4:]
+    return lines[0] if lines and not lines[0].startswith("[") else ""
+
+
+def _split_variant(name: str, siblings: set[str]) -> tuple[str, str] | None:
+    """C{(base file, variant)} if C{name} is a variant of a sibling."""
+    stem, ext = os.path.splitext(name)
+    base, dot, variant = stem.rpartition(".")
+    if dot and base and variant and (base + ext) in siblings:
+        return base + ext, variant
+    return None
+
+
+def scan(root: str) -> list[dict[str, Any]]:
+    """Every item of the tree under C{root}, the root folder first."""
+    items: list[dict[str, Any]] = [
+        {"uuid": ROOT_UUID, "name": "root", "path": "/", "subtype": FOLDER, "variants": []}
+    ]
+    if not os.path.isdir(root):
+        return items
+
+    def walk(directory: str, path: str) -> None:
+        try:
+            names = sorted(os.listdir(directory))
+        except OSError:
+            return
+        visible = {n for n in names if not n.startswith(".")}
+        variants: dict[str, list[dict[str, str]]] = {}
+        for name in sorted(visible):
+            full = os.path.join(directory, name)
+            if os.path.isfile(full):
+                split = _split_variant(name, visible)
+                if split is not None:
+                    variants.setdefault(split[0], []).append({"name": split[1]})
+        for name in sorted(visible):
+            full = os.path.join(directory, name)
+            child = f"{path.rstrip('/')}/{name}"
+            common = {"uuid": item_uuid(child), "path": child, "parent": item_uuid(path)}
+            if os.path.isdir(full) and not os.path.islink(full):
+                items.append(dict(common, name=name, subtype=FOLDER, variants=[]))
+                walk(full, child)
+            elif os.path.isfile(full):
+                if _split_variant(name, visible) is not None:
+                    continue
+                if name.endswith(".url"):
+                    items.append(dict(common, name=name[:-4], subtype=URL, variants=[],
+                                      url=_read_url(full)))
+                    continue
+                mime = mimetypes.guess_type(name)[0] or "application/octet-stream"
+                items.append(dict(common, name=name, subtype=FILE,
+                                  variants=variants.get(name, []), mimeType=mime,
+                                  size=os.path.getsize(full)))
+
+    walk(root, "/")
+    return items
+
+
+def resolve(root: str, path: str, variant: str | None = None) -> str | None:
+    """
+    The file on disk that serves C{path} (and C{variant}), or C{None} if
+    there is none inside C{root}.
+    """
+    parts = [p for p in path.split("/") if p]
+    if not parts or any(p in (".", "..") or p.startswith(".") for p in parts):
+        return None
+    if variant is not None:
+        if not variant or "/" in variant or variant.startswith("."):
+            return None
+        stem, ext = os.path.splitext(parts[-1])
+        parts[-1] = f"{stem}.{variant}{ext}"
+    real_root = os.path.realpath(root)
+    candidate = os.path.realpath(os.path.join(real_root, *parts))
+    if not candidate.startswith(real_root + os.sep) or not os.path.isfile(candidate):
+        return None
+    return candidate

@@ -1,0 +1,119 @@
+"""
+The hub: fan-out of broadcasts to the subscribers of a channel and
+collection of the responses to a broadcast.
+
+L{IHub} is what the REST and network code use; L{LocalHub} serves the
+subscribers of one process.
+"""
+
+from __future__ import annotations
+
+import uuid as uuidlib
+from collections import defaultdict
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from zope.interface import Interface, implementer
+
+
+class ISubscriber(Interface):
+    """Something that receives the broadcasts of the channels it subscribed."""
+
+    def deliver(message: dict[str, Any]) -> None:
+        """
+        Take one broadcast C{{"id", "channel", "name", "payload"}}.  Must not
+        raise and must not block.
+        """
+
+
+class IHub(Interface):
+    """Routes broadcasts between subscribers and collects responses."""
+
+    def subscribe(channel: str, subscriber: ISubscriber) -> None:
+        """Deliver the broadcasts of C{channel} to C{subscriber}."""
+
+    def unsubscribe_all(subscriber: ISubscriber) -> None:
+        """Deliver nothing more to C{subscriber}."""
+
+    def broadcast(channel: str, name: str, payload: Any,
+                  timeout: float) -> Deferred[list[Any]]:
+        """
+        Deliver a message to every subscriber of C{channel} and collect the
+        responses for C{timeout} seconds.  Cancelling the result stops the
+        collection.
+        """
+
+    def notify(channel: str, name: str, payload: Any) -> None:
+        """Deliver a message for which no response is awaited."""
+
+    def respond(broadcast_id: str, payload: Any) -> bool:
+        """Add a response to a broadcast; whether it is still collecting."""
+
+
+@implementer(IHub)
+class LocalHub:
+    """L{IHub} within one process."""
+
+    _log = Logger()
+
+    def __init__(self, clock: IReactorTime) -> None:
+        self._clock = clock
+        self._subscribers: defaultdict[str, set[ISubscriber]] = defaultdict(set)
+        self._channels_of: defaultdict[ISubscriber, set[str]] = defaultdict(set)
+        self._collecting: dict[str, list[Any]] = {}
+
+    def subscribe(self, channel: str, subscriber: ISubscriber) -> None:
+        self._subscribers[channel].add(subscriber)
+        self._channels_of[subscriber].add(channel)
+
+    def unsubscribe_all(self, subscriber: ISubscriber) -> None:
+        for channel in self._channels_of.pop(subscriber, ()):
+            subscribers = self._subscribers.get(channel)
+            if subscribers is not None:
+                subscribers.discard(subscriber)
+                if not subscribers:
+                    del self._subscribers[channel]
+
+    def subscriber_count(self, channel: str) -> int:
+        """How many subscribers C{channel} has."""
+        return len(self._subscribers.get(channel, ()))
+
+    def _deliver(self, broadcast_id: str, channel: str, name: str, payload: Any) -> None:
+        message = {"id": broadcast_id, "channel": channel, "name": name, "payload": payload}
+        for subscriber in list(self._subscribers.get(channel, ())):
+            try:
+                subscriber.deliver(message)
+            except Exception:
+                self._log.failure("subscriber {subscriber!r} failed", subscriber=subscriber)
+
+    def notify(self, channel: str, name: str, payload: Any) -> None:
+        self._deliver(uuidlib.uuid4().hex, channel, name, payload)
+
+    def broadcast(self, channel: str, name: str, payload: Any,
+                  timeout: float) -> Deferred[list[Any]]:
+        responses: list[Any] = []
+
+        def finish() -> None:
+            self._collecting.pop(broadcast_id, None)
+            d.callback(responses)
+
+        def cancel(_: Deferred[list[Any]]) -> None:
+            self._collecting.pop(broadcast_id, None)
+            if call.active():
+                call.cancel()
+
+        d: Deferred[list[Any]] = Deferred(cancel)
+        broadcast_id = uuidlib.uuid4().hex
+        self._collecting[broadcast_id] = responses
+        self._deliver(broadcast_id, channel, name, payload)
+        call = self._clock.callLater(timeout, finish)
+        return d
+
+    def respond(self, broadcast_id: str, payload: Any) -> bool:
+        responses = self._collecting.get(broadcast_id)
+        if responses is None:
+            return False
+        responses.append(payload)
+        return True

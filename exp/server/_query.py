@@ -1,0 +1,150 @@
+"""
+Queries over JSON documents (PROTOCOL.md A6): dotted field filters that
+match through lists, C{limit}, C{skip} and C{sort}.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import attrs
+
+#: Query parameters that are not document fields.
+RESERVED = frozenset({"limit", "skip", "sort"})
+
+
+class InvalidQuery(ValueError):
+    """A query parameter with a value it cannot have."""
+
+
+@attrs.frozen
+class Query:
+    """
+    A parsed find request.
+
+    @ivar filters: dotted field path → the accepted string values.
+    """
+
+    filters: Mapping[str, Sequence[str]] = attrs.field(factory=dict)
+    limit: int | None = None
+    skip: int = 0
+    sort: str | None = None
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Sequence[str]],
+                    ignore: Iterable[str] = ()) -> Query:
+        """
+        Build a query from decoded URL parameters.
+
+        @raise InvalidQuery: if C{limit}, C{skip} or C{sort} are malformed.
+        """
+        ignored = set(ignore)
+        filters = {
+            k: list(v) for k, v in params.items()
+            if k not in RESERVED and k not in ignored and k
+        }
+        return cls(
+            filters=filters,
+            limit=_count(params, "limit"),
+            skip=_count(params, "skip") or 0,
+            sort=_sort(params),
+        )
+
+    def run(self, documents: Iterable[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
+        """Apply the query: the page of matching documents and their total."""
+        found = [d for d in documents if self.matches(d)]
+        if self.sort:
+            found = sort_documents(found, self.sort)
+        total = len(found)
+        end = None if self.limit is None else self.skip + self.limit
+        return found[self.skip:end], total
+
+    def matches(self, document: Any) -> bool:
+        """Whether C{document} passes every filter."""
+        return all(
+            any(_match(document, path.split("."), want) for want in wanted)
+            for path, wanted in self.filters.items()
+        )
+
+
+def _count(params: Mapping[str, Sequence[str]], name: str) -> int | None:
+    values = params.get(name)
+    if not values:
+        return None
+    try:
+        value = int(values[-1])
+    except ValueError:
+        raise InvalidQuery(f"{name} must be a whole number, not {values[-1]!r}") from None
+    if value < 0:
+        raise InvalidQuery(f"{name} must not be negative")
+    return value
+
+
+def _sort(params: Mapping[str, Sequence[str]]) -> str | None:
+    values = params.get("sort")
+    if not values:
+        return None
+    field = values[-1]
+    if not field.lstrip("-"):
+        raise InvalidQuery("sort names a field, optionally prefixed by '-'")
+    return field
+
+
+def _match(node: Any, path: list[str], want: str) -> bool:
+    if isinstance(node, list):
+        return any(_match(item, path, want) for item in node)
+    if not path:
+        return _equal(node, want)
+    if isinstance(node, dict) and path[0] in node:
+        return _match(node[path[0]], path[1:], want)
+    return False
+
+
+def _equal(value: Any, want: str) -> bool:
+    """Whether a document value equals a query string."""
+    if isinstance(value, str):
+        return value == want
+    if isinstance(value, bool):
+        return want == ("true" if value else "false")
+    if value is None:
+        return want == "null"
+    if isinstance(value, (int, float)):
+        try:
+            return float(want) == value
+        except ValueError:
+            return False
+    return False
+
+
+_MISSING = object()
+
+
+def _lookup(document: Any, path: list[str]) -> Any:
+    node = document
+    for part in path:
+        if not isinstance(node, dict) or part not in node:
+            return _MISSING
+        node = node[part]
+    return node
+
+
+def _sort_key(value: Any) -> tuple[int, Any]:
+    if isinstance(value, bool):
+        return (0, int(value))
+    if isinstance(value, (int, float)):
+        return (1, value)
+    if isinstance(value, str):
+        return (2, value)
+    return (3, json.dumps(value, sort_keys=True))
+
+
+def sort_documents(documents: list[dict[str, Any]], field: str) -> list[dict[str, Any]]:
+    """Sort by a dotted field, C{-} for descending; documents without it go last."""
+    descending = field.startswith("-")
+    path = field.lstrip("-").split(".")
+    present = [(d, _lookup(d, path)) for d in documents]
+    have = [(d, v) for d, v in present if v is not _MISSING]
+    have.sort(key=lambda pair: _sort_key(pair[1]), reverse=descending)
+    return [d for d, _ in have] + [d for d, v in present if v is _MISSING]

@@ -1,0 +1,195 @@
+"""
+Seed files (PROTOCOL.md Part B): organizations with their users, devices,
+consumer apps, resources, data items, content folder and layout images.
+
+L{load_seed} checks a whole file before anything is stored, so that a bad
+seed stops the server with a message naming the problem; L{apply_seed}
+adds what is missing and changes nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid as uuidlib
+from typing import Any
+
+import attrs
+from twisted.internet.threads import deferToThread
+
+from exp.server._auth import hash_password
+from exp.server._storage import IStorage
+
+RESOURCES = ("things", "experiences", "locations", "feeds")
+_ORG_KEYS = {"name", "users", "devices", "consumerApps", "data", "content", *RESOURCES}
+_NAMESPACE = uuidlib.UUID("0c7f6a0e-5a0b-4d0e-8a53-3f3c1e0d9b21")
+
+
+class SeedError(ValueError):
+    """A seed file that cannot be loaded; the message names the problem."""
+
+
+@attrs.frozen
+class Organization:
+    name: str
+    users: list[dict[str, Any]]
+    devices: list[dict[str, Any]]
+    consumer_apps: list[dict[str, Any]]
+    resources: dict[str, list[dict[str, Any]]]
+    data: list[dict[str, Any]]
+    content: str | None
+    layouts: dict[str, str]
+
+
+def demo_seed_path() -> str:
+    """The seed that ships with the server and runs when none is given."""
+    return os.path.join(os.path.dirname(__file__), "demo", "seed.json")
+
+
+def _objects(org: dict[str, Any], key: str, where: str) -> list[dict[str, Any]]:
+    value = org.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+        raise SeedError(f"{where}.{key} must be a list of objects")
+    return [dict(v) for v in value]
+
+
+def _require_strings(item: dict[str, Any], keys: tuple[str, ...], where: str) -> None:
+    for key in keys:
+        if not isinstance(item.get(key), str) or not item[key]:
+            raise SeedError(f"{where} needs a non-empty string {key!r}")
+
+
+def _stable_uuid(org: str, collection: str, document: dict[str, Any]) -> str:
+    """A uuid for a seeded document that gives none, the same on every load."""
+    canonical = json.dumps(document, sort_keys=True, separators=(",", ":"))
+    return str(uuidlib.uuid5(_NAMESPACE, f"{org}/{collection}/{canonical}"))
+
+
+def load_seed(path: str) -> list[Organization]:
+    """
+    Read and check a seed file.
+
+    @raise SeedError: naming the file and the first problem found.
+    """
+    try:
+        with open(path, encoding="utf-8") as f:
+            raw = json.load(f)
+    except OSError as e:
+        raise SeedError(f"cannot read seed file {path}: {e.strerror}") from None
+    except ValueError as e:
+        raise SeedError(f"seed file {path} is not valid JSON: {e}") from None
+    try:
+        return _parse(raw, os.path.dirname(os.path.abspath(path)))
+    except SeedError as e:
+        raise SeedError(f"seed file {path}: {e}") from None
+
+
+def _parse(raw: Any, base: str) -> list[Organization]:
+    if not isinstance(raw, dict) or not isinstance(raw.get("organizations"), list):
+        raise SeedError("the top level must be an object with an 'organizations' list")
+    organizations: list[Organization] = []
+    seen: set[str] = set()
+    for i, org in enumerate(raw["organizations"]):
+        where = f"organizations[{i}]"
+        if not isinstance(org, dict):
+            raise SeedError(f"{where} must be an object")
+        _require_strings(org, ("name",), where)
+        name = org["name"]
+        if name in seen:
+            raise SeedError(f"organization {name!r} is declared twice")
+        seen.add(name)
+        where = f"organization {name!r}"
+        unknown = set(org) - _ORG_KEYS
+        if unknown:
+            raise SeedError(f"{where} has unknown keys: {', '.join(sorted(unknown))}")
+        users = _objects(org, "users", where)
+        for user in users:
+            _require_strings(user, ("username", "password"), f"{where}: a user")
+        devices = _objects(org, "devices", where)
+        for device in devices:
+            _require_strings(device, ("uuid", "secret"), f"{where}: a device")
+        apps = _objects(org, "consumerApps", where)
+        for app in apps:
+            _require_strings(app, ("uuid", "apiKey"), f"{where}: a consumer app")
+        resources = {key: _objects(org, key, where) for key in RESOURCES}
+        layouts: dict[str, str] = {}
+        for collection, documents in resources.items():
+            for document in documents:
+                if "uuid" in document and (
+                    not isinstance(document["uuid"], str) or not document["uuid"]
+                ):
+                    raise SeedError(f"{where}: a uuid in {collection} must be a string")
+                layout = document.pop("layout", None) if collection == "locations" else None
+                document.setdefault("uuid", _stable_uuid(name, collection, document))
+                if layout is not None:
+                    if not isinstance(layout, str):
+                        raise SeedError(f"{where}: a location's layout is an image file path")
+                    layout_path = os.path.join(base, layout)
+                    if not os.path.isfile(layout_path):
+                        raise SeedError(f"{where}: layout image {layout_path} does not exist")
+                    layouts[document["uuid"]] = layout_path
+        data = _objects(org, "data", where)
+        for item in data:
+            item.setdefault("group", "default")
+            _require_strings(item, ("group", "key"), f"{where}: a data item")
+            if "value" not in item:
+                raise SeedError(f"{where}: data item {item['group']}/{item['key']} has no value")
+        content = org.get("content")
+        if content is not None:
+            if not isinstance(content, str):
+                raise SeedError(f"{where}: content is a folder path")
+            content = os.path.join(base, content)
+            if not os.path.isdir(content):
+                raise SeedError(f"{where}: content folder {content} does not exist")
+        organizations.append(Organization(
+            name=name, users=users, devices=devices, consumer_apps=apps,
+            resources=resources, data=data, content=content, layouts=layouts,
+        ))
+    return organizations
+
+
+def data_uuid(group: str, key: str) -> str:
+    """The storage key of a data item."""
+    return json.dumps([group, key], separators=(",", ":"), ensure_ascii=False)
+
+
+def user_uuid(username: str) -> str:
+    """The storage key of a user: usernames are case-insensitive."""
+    return username.lower()
+
+
+async def apply_seed(storage: IStorage, organizations: list[Organization]) -> None:
+    """Store whatever of the seed the storage lacks."""
+    for org in organizations:
+        for user in org.users:
+            key = user_uuid(user["username"])
+            if await storage.get(org.name, "users", key) is None:
+                hashed = await deferToThread(hash_password, user["password"])
+                document = {k: v for k, v in user.items() if k != "password"}
+                document.update(uuid=key, id=str(uuidlib.uuid4()), passwordHash=hashed)
+                await storage.insert(org.name, "users", document, replace_uuid=False)
+        for device in org.devices:
+            await storage.insert(org.name, "devices", device, replace_uuid=False)
+        for app in org.consumer_apps:
+            await storage.insert(org.name, "consumerApps", app, replace_uuid=False)
+        for collection, documents in org.resources.items():
+            for document in documents:
+                await storage.insert(org.name, collection, document, replace_uuid=False)
+        for item in org.data:
+            await storage.insert(
+                org.name, "data",
+                {"uuid": data_uuid(item["group"], item["key"]), "group": item["group"],
+                 "key": item["key"], "value": item["value"]},
+                replace_uuid=False,
+            )
+        for location, path in org.layouts.items():
+            if await storage.get_blob(org.name, f"layout:{location}") is None:
+                with open(path, "rb") as f:
+                    image = f.read()
+                await storage.put_blob(org.name, f"layout:{location}", _image_type(path), image)
+
+
+def _image_type(path: str) -> str:
+    import mimetypes
+
+    return mimetypes.guess_type(path)[0] or "application/octet-stream"

@@ -1,0 +1,583 @@
+"""
+The local EXP server: the REST API of PROTOCOL.md A2, A4 and A6 with the
+rules of Part B, over an L{IStorage} and an L{IHub}.
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+from typing import Any
+
+import attrs
+from treq.client import HTTPClient
+from twisted.internet.threads import deferToThread
+from twisted.logger import Logger
+from twisted.web import resource, server, static
+from twisted.web.client import Agent, HTTPConnectionPool
+
+from exp.protocol import ChannelId, InvalidChannelId, InvalidToken, unverified_claims, verify
+from exp.server import _content, _feeds
+from exp.server._auth import (
+    CONSUMER_APP,
+    DEVICE,
+    NO_ORGANIZATION,
+    USER,
+    Identity,
+    TokenIssuer,
+    check_password,
+    hash_password,
+    new_secret,
+    pairing_code,
+)
+from exp.server._hub import IHub, LocalHub
+from exp.server._query import InvalidQuery, Query
+from exp.server._seed import Organization, apply_seed, data_uuid, user_uuid
+from exp.server._storage import Document, IStorage
+from exp.server._web import (
+    ApiRequest,
+    Delegate,
+    HttpError,
+    LimitedRequest,
+    NotFound,
+    Raw,
+    Router,
+    bad_request,
+)
+
+#: Collections of the common resources, by their path under C{/api/}.
+RESOURCE_PATHS = {
+    "devices": "devices",
+    "things": "things",
+    "experiences": "experiences",
+    "locations": "locations",
+    "connectors/feeds": "feeds",
+}
+_PAIRING_SECRET = "_"
+#: Checked against when a user is unknown, so that answers take as long.
+_DUMMY_HASH = hash_password(secrets.token_hex(8))
+
+
+@attrs.define
+class ServerConfig:
+    """
+    The server's settings.
+
+    @ivar public_url: the URL clients are told to use for REST and the
+        network; by default the scheme and Host of each login request.
+    @ivar content: the content folder of organizations whose seed names none.
+    """
+
+    public_url: str | None = None
+    token_lifetime: float = 3600.0
+    max_body: int = 1 << 20
+    max_broadcast_timeout: float = 60.0
+    content: str | None = None
+
+
+def _unauthorized(message: str, code: str = "auth.invalid") -> HttpError:
+    return HttpError(401, code, message)
+
+
+def _forbidden(message: str, code: str = "permission.denied") -> HttpError:
+    return HttpError(403, code, message)
+
+
+def _not_found(what: str) -> HttpError:
+    return HttpError(404, "resource.notFound", f"{what} does not exist")
+
+
+def _public_item(document: Document) -> Document:
+    """A data item as clients see it."""
+    return {"group": document["group"], "key": document["key"], "value": document["value"]}
+
+
+class ExpServer:
+    """
+    The server's state and request handlers.  L{start} makes it ready;
+    L{resource} is what a twisted.web C{Site} serves.
+    """
+
+    _log = Logger()
+
+    def __init__(self, storage: IStorage, seed: list[Organization] | None = None,
+                 config: ServerConfig | None = None, reactor: Any = None,
+                 hub: IHub | None = None) -> None:
+        if reactor is None:
+            from twisted.internet import reactor as _reactor
+
+            reactor = _reactor
+        self.reactor = reactor
+        self.storage = storage
+        self.config = config or ServerConfig()
+        self.hub: IHub = hub if hub is not None else LocalHub(reactor)
+        self._seed = seed or []
+        self._content_roots = {org.name: org.content for org in self._seed if org.content}
+        self._pool = HTTPConnectionPool(reactor, persistent=True)
+        self.http = HTTPClient(Agent(reactor, pool=self._pool))
+        self.tokens: TokenIssuer | None = None
+        self.router = Router()
+        self._add_routes()
+
+    async def start(self) -> None:
+        """Open the storage, load the signing key and apply the seed."""
+        await self.storage.open()
+        key = await self.storage.setting("signingKey", lambda: secrets.token_urlsafe(48))
+        self.tokens = TokenIssuer(key, self.config.token_lifetime)
+        await apply_seed(self.storage, self._seed)
+
+    async def stop(self) -> None:
+        """Close outgoing connections and the storage."""
+        await self._pool.closeCachedConnections()
+        await self.storage.close()
+
+    def resource(self) -> resource.Resource:
+        """The root of the server's web tree."""
+        root = _Root()
+        root.putChild(b"api", self.router)
+        return root
+
+    def site(self) -> server.Site:
+        site = server.Site(self.resource(), requestFactory=LimitedRequest)
+        site.max_body = self.config.max_body  # type: ignore[attr-defined]
+        site.displayTracebacks = False
+        return site
+
+    # -- identities and permissions ---------------------------------------
+
+    def _issuer(self) -> TokenIssuer:
+        if self.tokens is None:
+            raise HttpError(503, "server.starting", "the server is starting")
+        return self.tokens
+
+    def _public_url(self, req: ApiRequest) -> str:
+        if self.config.public_url:
+            return self.config.public_url.rstrip("/")
+        scheme = "https" if req.http.isSecure() else "http"
+        host = req.header("host")
+        if not host:
+            address = req.http.getHost()
+            host = f"{address.host}:{address.port}"
+        return f"{scheme}://{host}"
+
+    def _identify(self, req: ApiRequest, restricted_ok: bool = False) -> Identity:
+        header = req.header("authorization") or ""
+        token: str | None = None
+        if header:
+            scheme, _, value = header.partition(" ")
+            if scheme.lower() != "bearer" or not value.strip():
+                raise _unauthorized("the Authorization header must be 'Bearer <token>'")
+            token = value.strip()
+        elif restricted_ok:
+            token = req.param("_rt")
+        if not token:
+            raise _unauthorized("this call needs a token", "auth.required")
+        try:
+            identity = self._issuer().identify(token)
+        except InvalidToken as e:
+            raise _unauthorized(f"the token is not valid: {e}") from None
+        if identity.restricted and not restricted_ok:
+            raise _forbidden("a restricted token is only good for delivery and layout URLs",
+                             "auth.restricted")
+        return identity
+
+    def _reader(self, req: ApiRequest) -> Identity:
+        identity = self._identify(req)
+        if identity.is_pairing:
+            raise _forbidden("an unpaired device can only wait to be paired", "device.unpaired")
+        return identity
+
+    def _writer(self, req: ApiRequest) -> Identity:
+        identity = self._reader(req)
+        if identity.is_consumer:
+            raise _forbidden("consumer apps can only read")
+        return identity
+
+    def _channel(self, identity: Identity, channel_id: Any, *, send: bool) -> ChannelId:
+        """The channel C{identity} may broadcast (C{send}) or listen on."""
+        try:
+            channel = ChannelId.decode(channel_id)
+        except InvalidChannelId as e:
+            raise bad_request("channel.invalid", str(e)) from None
+        if not channel_allowed(identity, channel, send=send):
+            raise _forbidden("this identity may not use that channel", "channel.forbidden")
+        return channel
+
+    def notify(self, organization: str, name: str, event: str, document: Any) -> None:
+        """Announce a change on the system channel C{name}."""
+        channel = ChannelId(organization, name, system=True).encode()
+        self.hub.notify(channel, event, document)
+
+    # -- routes -------------------------------------------------------------
+
+    def _add_routes(self) -> None:
+        add = self.router.add
+        add("POST", "/api/auth/login", self.login)
+        add("POST", "/api/auth/token", self.refresh)
+        add("POST", "/api/devices/pair", self.pair)
+        add("GET", "/api/locations/{uuid}/layout", self.get_layout)
+        add("PUT", "/api/locations/{uuid}/layout", self.put_layout)
+        add("GET", "/api/connectors/feeds/{uuid}/data", self.feed_data)
+        for path, collection in RESOURCE_PATHS.items():
+            add("GET", f"/api/{path}", self._bind(self.find, collection))
+            add("POST", f"/api/{path}", self._bind(self.create, collection))
+            add("GET", f"/api/{path}/{{uuid}}", self._bind(self.get, collection))
+            add("PATCH", f"/api/{path}/{{uuid}}", self._bind(self.update, collection))
+            add("DELETE", f"/api/{path}/{{uuid}}", self._bind(self.delete, collection))
+        add("GET", "/api/data", self.find_data)
+        add("GET", "/api/data/{group}/{key}", self.get_data)
+        add("PUT", "/api/data/{group}/{key}", self.put_data)
+        add("DELETE", "/api/data/{group}/{key}", self.delete_data)
+        add("GET", "/api/content", self.find_content)
+        add("GET", "/api/content/{uuid}", self.get_content)
+        add("GET", "/api/delivery/{path*}", self.delivery)
+        add("POST", "/api/logs", self.logs)
+        add("POST", "/api/networks/current/broadcasts", self.broadcast)
+        add("POST", "/api/networks/current/responses", self.respond)
+
+    @staticmethod
+    def _bind(handler: Any, collection: str) -> Any:
+        async def bound(req: ApiRequest) -> Any:
+            return await handler(req, collection)
+
+        return bound
+
+    # -- authentication -----------------------------------------------------
+
+    async def login(self, req: ApiRequest) -> Any:
+        body = req.document()
+        if "token" in body:
+            identity = await self._token_login(body["token"])
+        else:
+            identity = await self._user_login(body)
+        return self._issuer().issue(identity, self._public_url(req))
+
+    async def _user_login(self, body: Document) -> Identity:
+        if body.get("type", USER) != USER:
+            raise bad_request("auth.invalidRequest", "login needs a user's credentials or a token")
+        fields = {k: body.get(k) for k in ("username", "password", "organization")}
+        missing = [k for k, v in fields.items() if not isinstance(v, str) or not v]
+        if missing:
+            raise bad_request("auth.invalidRequest",
+                              f"a user login needs {', '.join(missing)} (strings)")
+        username, password, organization = (str(v) for v in fields.values())
+        user = await self.storage.get(organization, "users", user_uuid(username))
+        stored = user["passwordHash"] if user else _DUMMY_HASH
+        good = await deferToThread(check_password, password, stored)
+        if user is None or not good:
+            raise _unauthorized("wrong username, password or organization",
+                                "auth.invalidCredentials")
+        return Identity(USER, user["id"], organization, username=user["username"])
+
+    async def _token_login(self, token: Any) -> Identity:
+        try:
+            claims = unverified_claims(token)
+        except InvalidToken as e:
+            raise _unauthorized(f"the login token is not valid: {e}") from None
+        kind, uuid = claims.get("type"), claims.get("uuid")
+        if kind not in (DEVICE, CONSUMER_APP) or not isinstance(uuid, str):
+            raise _unauthorized("a login token names a type (device or consumerApp) and a uuid")
+        collection, secret_field = (
+            ("devices", "secret") if kind == DEVICE else ("consumerApps", "apiKey")
+        )
+        candidates = [] if uuid == "_" else await self.storage.lookup(collection, uuid)
+        for organization, document in candidates:
+            secret = document.get(secret_field)
+            if not isinstance(secret, str):
+                continue
+            try:
+                verify(token, secret)
+            except InvalidToken:
+                continue
+            return Identity(kind, uuid, organization)
+        if kind == DEVICE and claims.get("allowPairing") is True:
+            try:
+                verify(token, _PAIRING_SECRET)
+            except InvalidToken:
+                pass
+            else:
+                return await self._pairing_identity()
+        raise _unauthorized("the login token's credentials are wrong or expired",
+                            "auth.invalidCredentials")
+
+    async def _pairing_identity(self) -> Identity:
+        identity_uuid = f"pairing-{secrets.token_hex(12)}"
+        for _ in range(20):
+            code = pairing_code()
+            stored = await self.storage.insert(
+                NO_ORGANIZATION, "pairings",
+                {"uuid": code, "identity": identity_uuid}, replace_uuid=False,
+            )
+            if stored is not None:
+                return Identity(DEVICE, identity_uuid, NO_ORGANIZATION, paired=False,
+                                pairing_code=code)
+        raise HttpError(503, "pairing.busy", "no pairing code is free; try again")
+
+    async def refresh(self, req: ApiRequest) -> Any:
+        identity = self._identify(req)
+        if identity.type == USER:
+            exists = await self._user_exists(identity)
+        elif identity.is_pairing:
+            exists = await self.storage.get(
+                NO_ORGANIZATION, "pairings", identity.pairing_code or ""
+            ) is not None
+        else:
+            collection = "devices" if identity.type == DEVICE else "consumerApps"
+            exists = await self.storage.get(
+                identity.organization, collection, identity.uuid
+            ) is not None
+        if not exists:
+            raise _unauthorized("the identity of this token no longer exists")
+        return self._issuer().issue(identity, self._public_url(req))
+
+    async def _user_exists(self, identity: Identity) -> bool:
+        user = await self.storage.get(
+            identity.organization, "users", user_uuid(identity.username or "")
+        )
+        return user is not None and user.get("id") == identity.uuid
+
+    async def pair(self, req: ApiRequest) -> Any:
+        identity = self._writer(req)
+        body = req.document()
+        code = body.pop("pairingCode", None)
+        if not isinstance(code, str) or not code:
+            raise bad_request("pairing.codeRequired", "pairing needs a pairingCode")
+        pairing = await self.storage.delete(NO_ORGANIZATION, "pairings", code.strip().upper())
+        if pairing is None:
+            raise HttpError(404, "pairing.notFound", "no device is waiting with that code")
+        if not isinstance(body.get("secret"), str) or not body["secret"]:
+            body["secret"] = new_secret()
+        device = await self.storage.insert(identity.organization, "devices", body)
+        assert device is not None
+        self.notify(identity.organization, device["uuid"], "create", device)
+        self.notify(NO_ORGANIZATION, pairing["identity"], "paired",
+                    {"uuid": device["uuid"], "secret": device["secret"]})
+        return device
+
+    # -- common resources ---------------------------------------------------
+
+    def _query(self, req: ApiRequest, ignore: tuple[str, ...] = ()) -> Query:
+        try:
+            return Query.from_params(req.params, ignore=ignore)
+        except InvalidQuery as e:
+            raise bad_request("request.invalidParameter", str(e)) from None
+
+    @staticmethod
+    def _shown(identity: Identity, collection: str, document: Document) -> Document:
+        if collection == "devices" and identity.is_consumer:
+            return {k: v for k, v in document.items() if k != "secret"}
+        return document
+
+    async def find(self, req: ApiRequest, collection: str) -> Any:
+        identity = self._reader(req)
+        results, total = await self.storage.find(
+            identity.organization, collection, self._query(req)
+        )
+        return {"results": [self._shown(identity, collection, d) for d in results],
+                "total": total}
+
+    async def create(self, req: ApiRequest, collection: str) -> Any:
+        identity = self._writer(req)
+        document = req.document()
+        if collection == "devices" and (
+            not isinstance(document.get("secret"), str) or not document["secret"]
+        ):
+            document["secret"] = new_secret()
+        stored = await self.storage.insert(identity.organization, collection, document)
+        assert stored is not None
+        self.notify(identity.organization, stored["uuid"], "create", stored)
+        return stored
+
+    async def get(self, req: ApiRequest, collection: str) -> Any:
+        identity = self._reader(req)
+        uuid = req.match["uuid"]
+        document = await self.storage.get(identity.organization, collection, uuid)
+        if document is None:
+            raise _not_found(f"{collection[:-1]} {uuid}")
+        return self._shown(identity, collection, document)
+
+    async def update(self, req: ApiRequest, collection: str) -> Any:
+        identity = self._writer(req)
+        uuid = req.match["uuid"]
+        fields = req.document()
+        fields.pop("uuid", None)
+        document = await self.storage.update(identity.organization, collection, uuid, fields)
+        if document is None:
+            raise _not_found(f"{collection[:-1]} {uuid}")
+        self.notify(identity.organization, uuid, "update", document)
+        return document
+
+    async def delete(self, req: ApiRequest, collection: str) -> Any:
+        identity = self._writer(req)
+        uuid = req.match["uuid"]
+        document = await self.storage.delete(identity.organization, collection, uuid)
+        if document is None:
+            raise _not_found(f"{collection[:-1]} {uuid}")
+        self.notify(identity.organization, uuid, "delete", document)
+        return None
+
+    # -- locations and feeds --------------------------------------------------
+
+    async def get_layout(self, req: ApiRequest) -> Any:
+        identity = self._identify(req, restricted_ok=True)
+        if identity.is_pairing:
+            raise _forbidden("an unpaired device can only wait to be paired", "device.unpaired")
+        blob = await self.storage.get_blob(identity.organization, f"layout:{req.match['uuid']}")
+        if blob is None:
+            raise HttpError(404, "layout.notFound", "this location has no layout image")
+        return Raw(*blob)
+
+    async def put_layout(self, req: ApiRequest) -> Any:
+        identity = self._writer(req)
+        uuid = req.match["uuid"]
+        content_type = (req.header("content-type") or "").split(";")[0].strip().lower()
+        if not content_type.startswith("image/"):
+            raise bad_request("layout.notImage", "a layout is uploaded as image/* bytes")
+        image = req.body_bytes()
+        if not image:
+            raise bad_request("request.bodyRequired", "the layout image is empty")
+        if await self.storage.get(identity.organization, "locations", uuid) is None:
+            raise _not_found(f"location {uuid}")
+        await self.storage.put_blob(identity.organization, f"layout:{uuid}", content_type, image)
+        return None
+
+    async def feed_data(self, req: ApiRequest) -> Any:
+        identity = self._reader(req)
+        uuid = req.match["uuid"]
+        feed = await self.storage.get(identity.organization, "feeds", uuid)
+        if feed is None:
+            raise _not_found(f"feed {uuid}")
+        return await _feeds.fetch(self.http, feed, req.param("searchValue"))
+
+    # -- data -----------------------------------------------------------------
+
+    async def find_data(self, req: ApiRequest) -> Any:
+        identity = self._reader(req)
+        results, total = await self.storage.find(identity.organization, "data", self._query(req))
+        return {"results": [_public_item(d) for d in results], "total": total}
+
+    async def get_data(self, req: ApiRequest) -> Any:
+        identity = self._reader(req)
+        group, key = req.match["group"], req.match["key"]
+        item = await self.storage.get(identity.organization, "data", data_uuid(group, key))
+        if item is None:
+            raise _not_found(f"data item {group}/{key}")
+        return _public_item(item)
+
+    async def put_data(self, req: ApiRequest) -> Any:
+        identity = self._writer(req)
+        group, key = req.match["group"], req.match["key"]
+        item = {"group": group, "key": key, "value": req.json()}
+        _, created = await self.storage.put(
+            identity.organization, "data", data_uuid(group, key), dict(item)
+        )
+        self.notify(identity.organization, f"data:{group}:{key}",
+                    "create" if created else "update", item)
+        return item
+
+    async def delete_data(self, req: ApiRequest) -> Any:
+        identity = self._writer(req)
+        group, key = req.match["group"], req.match["key"]
+        item = await self.storage.delete(identity.organization, "data", data_uuid(group, key))
+        if item is None:
+            raise _not_found(f"data item {group}/{key}")
+        self.notify(identity.organization, f"data:{group}:{key}", "delete", _public_item(item))
+        return None
+
+    # -- content --------------------------------------------------------------
+
+    def _content_root(self, identity: Identity) -> str | None:
+        return self._content_roots.get(identity.organization, self.config.content)
+
+    async def _content_items(self, identity: Identity) -> list[Document]:
+        root = self._content_root(identity)
+        if root is None:
+            return []
+        return await deferToThread(_content.scan, root)
+
+    async def find_content(self, req: ApiRequest) -> Any:
+        identity = self._reader(req)
+        query = self._query(req)
+        results, total = query.run(await self._content_items(identity))
+        return {"results": results, "total": total}
+
+    async def get_content(self, req: ApiRequest) -> Any:
+        identity = self._reader(req)
+        uuid = req.match["uuid"]
+        for item in await self._content_items(identity):
+            if item["uuid"] == uuid:
+                return item
+        raise _not_found(f"content {uuid}")
+
+    async def delivery(self, req: ApiRequest) -> Any:
+        identity = self._identify(req, restricted_ok=True)
+        root = self._content_root(identity)
+        path = req.match["path"]
+        filename = None
+        if root is not None and not identity.is_pairing:
+            filename = await deferToThread(_content.resolve, root, path, req.param("variant"))
+        if filename is None:
+            raise _not_found(f"content {path}")
+        return Delegate(static.File(filename))
+
+    # -- logs and the network's REST side -------------------------------------
+
+    async def logs(self, req: ApiRequest) -> Any:
+        identity = self._reader(req)
+        entries = req.json()
+        if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+            raise bad_request("logs.invalid", "logs are a JSON array of objects")
+        if entries:
+            await self.storage.add_logs(identity.organization, identity.to_json(), entries)
+        return None
+
+    async def broadcast(self, req: ApiRequest) -> Any:
+        identity = self._reader(req)
+        timeout = self._timeout(req.param("timeout"))
+        body = req.document()
+        channel = self._channel(identity, body.get("channel"), send=True)
+        name = body.get("name")
+        if not isinstance(name, str) or not name:
+            raise bad_request("broadcast.nameRequired", "a broadcast needs a name (a string)")
+        return await self.hub.broadcast(channel.encode(), name, body.get("payload"), timeout)
+
+    def _timeout(self, raw: str | None) -> float:
+        if raw is None or raw == "":
+            return 0.0
+        try:
+            value = float(raw) / 1000.0
+        except ValueError:
+            raise bad_request("request.invalidParameter",
+                              f"timeout is in milliseconds, not {raw!r}") from None
+        if not math.isfinite(value) or value < 0:
+            raise bad_request("request.invalidParameter", "timeout must be a positive number")
+        return min(value, self.config.max_broadcast_timeout)
+
+    async def respond(self, req: ApiRequest) -> Any:
+        identity = self._reader(req)
+        body = req.document()
+        self._channel(identity, body.get("channel"), send=False)
+        broadcast_id = body.get("id")
+        if not isinstance(broadcast_id, str) or not broadcast_id:
+            raise bad_request("response.idRequired", "a response names its broadcast's id")
+        self.hub.respond(broadcast_id, body.get("payload"))
+        return None
+
+
+def channel_allowed(identity: Identity, channel: ChannelId, *, send: bool) -> bool:
+    """
+    Whether C{identity} may broadcast on (C{send}) or listen to C{channel}
+    (PROTOCOL.md A3 and Part B).
+    """
+    if identity.restricted or channel.organization != identity.organization:
+        return False
+    if identity.is_pairing:
+        return not send and channel.system and channel.name == identity.uuid
+    if send and channel.system:
+        return False
+    return channel.consumer or not identity.is_consumer
+
+
+class _Root(resource.Resource):
+    def getChild(self, path: bytes, request: server.Request) -> resource.Resource:
+        return NotFound()

@@ -1,0 +1,253 @@
+"""
+The HTTP plumbing of the REST API: routing, JSON bodies, size limits and
+errors as C{{code, message}}.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Awaitable, Callable
+from io import BytesIO
+from typing import Any
+from urllib.parse import parse_qs, unquote
+
+import attrs
+from twisted.internet.defer import CancelledError, ensureDeferred
+from twisted.logger import Logger
+from twisted.web import resource, server
+
+_log = Logger()
+
+
+class HttpError(Exception):
+    """An answer of the API other than success."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+def bad_request(code: str, message: str) -> HttpError:
+    return HttpError(400, code, message)
+
+
+@attrs.frozen
+class Raw:
+    """A non-JSON answer: bytes with their content type."""
+
+    content_type: str
+    body: bytes
+
+
+@attrs.frozen
+class Delegate:
+    """An answer rendered by another twisted.web resource (static files)."""
+
+    resource: resource.Resource
+
+
+class ApiRequest:
+    """What a handler sees of a request."""
+
+    def __init__(self, request: server.Request, match: dict[str, str]) -> None:
+        self.http = request
+        self.match = match
+        raw_query = request.uri.partition(b"?")[2].decode("utf-8", "replace")
+        self.params: dict[str, list[str]] = parse_qs(raw_query, keep_blank_values=True)
+
+    def param(self, name: str) -> str | None:
+        values = self.params.get(name)
+        return values[-1] if values else None
+
+    def header(self, name: str) -> str | None:
+        value = self.http.getHeader(name)
+        return value if value is None else str(value)
+
+    def json(self) -> Any:
+        """
+        The decoded JSON body.
+
+        @raise HttpError: 400 if the body is missing or not JSON.
+        """
+        content = self.http.content
+        raw = content.read() if content is not None else b""
+        if not raw.strip():
+            raise bad_request("request.bodyRequired", "this request needs a JSON body")
+        try:
+            return json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as e:
+            raise bad_request("request.invalidJson", f"the body is not valid JSON: {e}") from None
+
+    def document(self) -> dict[str, Any]:
+        """The JSON body, which must be an object."""
+        body = self.json()
+        if not isinstance(body, dict):
+            raise bad_request("request.invalidDocument", "the body must be a JSON object")
+        return body
+
+    def body_bytes(self) -> bytes:
+        content = self.http.content
+        return content.read() if content is not None else b""
+
+
+Handler = Callable[[ApiRequest], Awaitable[Any]]
+
+
+@attrs.frozen
+class _Route:
+    method: bytes
+    pattern: re.Pattern[str]
+    handler: Handler
+
+
+def _compile(template: str) -> re.Pattern[str]:
+    """C{/api/devices/{uuid}} → a regex; C{{path*}} takes the rest of the path."""
+    out = ""
+    for part in re.split(r"(\{\w+\*?\})", template):
+        if part.startswith("{") and part.endswith("*}"):
+            out += f"(?P<{part[1:-2]}>.+)"
+        elif part.startswith("{"):
+            out += f"(?P<{part[1:-1]}>[^/]+)"
+        else:
+            out += re.escape(part)
+    return re.compile(out + "/?$")
+
+
+class Router(resource.Resource):
+    """A leaf resource that dispatches on method and path to async handlers."""
+
+    isLeaf = True
+
+    def __init__(self, prefix: str = "") -> None:
+        super().__init__()
+        self._prefix = prefix
+        self._routes: list[_Route] = []
+
+    def add(self, method: str, template: str, handler: Handler) -> None:
+        self._routes.append(
+            _Route(method.encode("ascii"), _compile(self._prefix + template), handler)
+        )
+
+    def render(self, request: server.Request) -> int:
+        d = ensureDeferred(self._dispatch(request))
+        finished = request.notifyFinish()
+        finished.addErrback(lambda _: d.cancel())
+        return server.NOT_DONE_YET
+
+    async def _dispatch(self, request: server.Request) -> None:
+        try:
+            answer = await self._answer(request)
+        except HttpError as e:
+            _write_error(request, e)
+        except CancelledError:
+            return
+        except Exception:
+            _log.failure("unhandled error answering {method} {path}",
+                         method=request.method, path=request.path)
+            _write_error(request, HttpError(500, "server.error", "internal server error"))
+        else:
+            _write_answer(request, answer)
+
+    async def _answer(self, request: server.Request) -> Any:
+        if getattr(request, "body_too_large", False):
+            raise HttpError(413, "payload.tooLarge", "the request body is too large")
+        path = request.path.decode("utf-8", "replace")
+        allowed: list[bytes] = []
+        for route in self._routes:
+            match = route.pattern.match(path)
+            if match is None:
+                continue
+            method = b"GET" if request.method == b"HEAD" else request.method
+            if route.method != method:
+                allowed.append(route.method)
+                continue
+            groups = {k: unquote(v) for k, v in match.groupdict().items()}
+            return await route.handler(ApiRequest(request, groups))
+        if allowed:
+            request.setHeader(b"allow", b", ".join(sorted(set(allowed))))
+            raise HttpError(405, "method.notAllowed",
+                            f"{request.method.decode('ascii', 'replace')} is not allowed here")
+        raise HttpError(404, "route.notFound", f"no such route: {path}")
+
+
+def _finished(request: server.Request) -> bool:
+    return bool(request.finished or request._disconnected)
+
+
+def _write_error(request: server.Request, error: HttpError) -> None:
+    request.setResponseCode(error.status)
+    _write_json(request, {"code": error.code, "message": error.message})
+
+
+def _write_json(request: server.Request, value: Any) -> None:
+    if _finished(request):
+        return
+    body = json.dumps(value, separators=(",", ":")).encode("utf-8")
+    request.setHeader(b"content-type", b"application/json; charset=utf-8")
+    request.setHeader(b"content-length", str(len(body)).encode("ascii"))
+    request.write(body)
+    request.finish()
+
+
+def _write_answer(request: server.Request, answer: Any) -> None:
+    if _finished(request):
+        return
+    if isinstance(answer, Delegate):
+        body = answer.resource.render(request)
+        if body is not server.NOT_DONE_YET:
+            request.write(body)
+            request.finish()
+        return
+    if isinstance(answer, Raw):
+        request.setHeader(b"content-type", answer.content_type.encode("ascii"))
+        request.setHeader(b"content-length", str(len(answer.body)).encode("ascii"))
+        request.write(answer.body)
+        request.finish()
+        return
+    if answer is None:
+        request.setHeader(b"content-length", b"0")
+        request.finish()
+        return
+    _write_json(request, answer)
+
+
+class LimitedRequest(server.Request):
+    """A request that refuses to buffer a body over the site's limit."""
+
+    body_too_large = False
+    _received = 0
+
+    def _limit(self) -> int:
+        return int(getattr(getattr(self.channel, "site", None), "max_body", 1 << 20))
+
+    def gotLength(self, length: int | None) -> None:
+        if length is not None and length > self._limit():
+            self.body_too_large = True
+            length = 0
+        super().gotLength(length)
+
+    def handleContentChunk(self, data: bytes) -> None:
+        if self.body_too_large:
+            return
+        self._received += len(data)
+        if self._received > self._limit():
+            self.body_too_large = True
+            self.content = BytesIO()
+            return
+        super().handleContentChunk(data)
+
+
+class NotFound(resource.Resource):
+    """The answer to any path outside the API."""
+
+    isLeaf = True
+
+    def render(self, request: server.Request) -> bytes:
+        request.setResponseCode(404)
+        request.setHeader(b"content-type", b"application/json; charset=utf-8")
+        path = request.path.decode("utf-8", "replace")
+        return json.dumps({"code": "route.notFound", "message": f"no such route: {path}"}
+                          ).encode("utf-8")

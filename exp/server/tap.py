@@ -1,0 +1,113 @@
+"""
+C{twistd exp-server}: run the local EXP server.
+
+    twistd -n exp-server [--listen tcp:9000:interface=127.0.0.1] [--db exp.sqlite3]
+                         [--seed seed.json] [--content DIR] [--public-url URL]
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.application import service
+from twisted.internet.defer import ensureDeferred, maybeDeferred
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.interfaces import IListeningPort
+from twisted.logger import Logger
+from twisted.python import usage
+
+from exp.server._seed import SeedError, demo_seed_path, load_seed
+from exp.server._server import ExpServer, ServerConfig
+from exp.server._storage import SQLiteStorage
+
+
+def _positive(kind: type, name: str) -> Any:
+    def parse(value: str) -> Any:
+        try:
+            number = kind(value)
+        except ValueError:
+            raise usage.UsageError(f"--{name} must be a number, not {value!r}") from None
+        if number <= 0:
+            raise usage.UsageError(f"--{name} must be positive")
+        return number
+
+    return parse
+
+
+class Options(usage.Options):
+    synopsis = "[options]"
+    longdesc = (
+        "Run the local EXP server: REST API and real-time network on one port, "
+        "stored in SQLite. Without --seed the demo seed is loaded."
+    )
+    optParameters = [
+        ["listen", "l", "tcp:9000:interface=127.0.0.1",
+         "Endpoint to listen on (a Twisted endpoint string)."],
+        ["db", "d", "exp.sqlite3", "SQLite database file (created if missing)."],
+        ["seed", "s", None, "Seed file (JSON); the demo seed when not given."],
+        ["content", "c", None,
+         "Content folder of the organizations whose seed names none."],
+        ["public-url", "u", None,
+         "URL clients are told to use; by default taken from each login request."],
+        ["token-lifetime", None, 3600.0, "Token lifetime in seconds.",
+         _positive(float, "token-lifetime")],
+        ["max-body", None, 1 << 20, "Largest request body in bytes.",
+         _positive(int, "max-body")],
+        ["max-broadcast-timeout", None, 60.0, "Longest broadcast timeout in seconds.",
+         _positive(float, "max-broadcast-timeout")],
+    ]
+
+    def postOptions(self) -> None:
+        try:
+            self["organizations"] = load_seed(self["seed"] or demo_seed_path())
+        except SeedError as e:
+            raise usage.UsageError(str(e)) from None
+
+
+class ServerService(service.Service):
+    """Opens the storage, applies the seed, then listens."""
+
+    _log = Logger()
+
+    def __init__(self, server: ExpServer, endpoint: Any) -> None:
+        self.server = server
+        self.endpoint = endpoint
+        self.port: IListeningPort | None = None
+
+    def startService(self) -> None:
+        super().startService()
+        ensureDeferred(self._start())
+
+    async def _start(self) -> None:
+        try:
+            await self.server.start()
+            self.port = await self.endpoint.listen(self.server.site())
+        except Exception:
+            self._log.failure("the EXP server could not start")
+            self.server.reactor.stop()
+            return
+        self._log.info("EXP server listening on {address}", address=self.port.getHost())
+
+    def stopService(self) -> Any:
+        super().stopService()
+        return ensureDeferred(self._stop())
+
+    async def _stop(self) -> None:
+        if self.port is not None:
+            await maybeDeferred(self.port.stopListening)
+        await self.server.stop()
+
+
+def makeService(options: Options) -> service.IService:
+    from twisted.internet import reactor
+
+    config = ServerConfig(
+        public_url=options["public-url"],
+        token_lifetime=options["token-lifetime"],
+        max_body=options["max-body"],
+        max_broadcast_timeout=options["max-broadcast-timeout"],
+        content=options["content"],
+    )
+    server = ExpServer(SQLiteStorage(options["db"], reactor), options["organizations"],
+                       config, reactor=reactor)
+    return ServerService(server, serverFromString(reactor, options["listen"]))

@@ -1,0 +1,3 @@
+"""
+exp.twisted: the Deferred-native SDK.
+"""

@@ -1,0 +1,85 @@
+"""
+Shared fixtures: a real local server on a loopback port with a temporary
+SQLite database, and a small HTTP client for driving it with treq.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest_twisted
+import treq
+from twisted.internet import reactor
+from twisted.web.client import Agent, HTTPConnectionPool
+
+from exp.server.testing import DEMO, RunningServer, start_server
+
+
+class Answer:
+    """A decoded HTTP answer."""
+
+    def __init__(self, code: int, headers: Any, body: bytes) -> None:
+        self.code = code
+        self.headers = headers
+        self.body = body
+
+    @property
+    def json(self) -> Any:
+        return json.loads(self.body) if self.body else None
+
+    def __repr__(self) -> str:
+        return f"<Answer {self.code} {self.body[:200]!r}>"
+
+
+class Http:
+    """Plain HTTP calls to a server, as any EXP client would make them."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._pool = HTTPConnectionPool(reactor, persistent=False)
+        self._client = treq.client.HTTPClient(Agent(reactor, pool=self._pool))
+
+    async def call(self, method: str, path: str, body: Any = None, *, token: str | None = None,
+                   params: Any = None, raw: bytes | None = None,
+                   headers: dict[str, str] | None = None) -> Answer:
+        all_headers = {"Content-Type": "application/json"}
+        if token is not None:
+            all_headers["Authorization"] = f"Bearer {token}"
+        all_headers.update(headers or {})
+        data = raw if raw is not None else (
+            None if body is None else json.dumps(body).encode("utf-8"))
+        response = await self._client.request(
+            method, self.url + path, data=data, params=params,
+            headers={k: [v] for k, v in all_headers.items()},
+        )
+        content = await response.content()
+        return Answer(response.code, response.headers, content)
+
+    async def login(self, **body: Any) -> dict[str, Any]:
+        answer = await self.call("POST", "/api/auth/login", body)
+        assert answer.code == 200, answer
+        return dict(answer.json)
+
+    async def user_token(self) -> str:
+        auth = await self.login(username=DEMO["username"], password=DEMO["password"],
+                                organization=DEMO["organization"])
+        return str(auth["token"])
+
+
+@pytest_twisted.async_yield_fixture()
+async def server() -> AsyncIterator[RunningServer]:
+    running = await start_server()
+    yield running
+    await running.stop()
+
+
+@pytest_twisted.async_yield_fixture()
+async def http(server: RunningServer) -> AsyncIterator[Http]:
+    yield Http(server.url)
+
+
+@pytest_twisted.async_yield_fixture()
+async def token(http: Http) -> AsyncIterator[str]:
+    yield await http.user_token()
