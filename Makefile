@@ -8,15 +8,16 @@ BIN = $(VENV)/bin
 
 .PHONY: install demo test server clean
 
+# The checkout is installed in "compat" editable mode: a .pth file puts this
+# folder on sys.path, so `exp` and the twistd plugin dropin
+# (twisted/plugins/exp_plugins.py) are both found here, once.  That
+# `pip install .` installs the dropin into site-packages is a test of its own.
 $(BIN)/.deps: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q '.[test]'
+	$(BIN)/python -m pip install -q -e '.[test]' --config-settings editable_mode=compat
 	touch $@
 
-# Install this checkout (not editable: the twistd plugin must land in
-# site-packages/twisted/plugins exactly as a user's `pip install .` puts it).
 install: $(BIN)/.deps
-	$(BIN)/python -m pip install -q --no-deps --force-reinstall .
 
 demo: install
 	$(BIN)/python examples/quickstart.py
