@@ -118,8 +118,8 @@ async def test_refresh_with_bad_token_is_401(http: Http) -> None:
     auth = await http.login(**USER)
     head, body, signature = auth["token"].split(".")
     tampered = f"{head}.{body}.{signature[::-1]}"
-    forged = jwt.encode({"typ": "user", "sub": "x", "org": "scala",
-                         "exp": int(time.time()) + 60}, "not-the-key-of-this-server-at-all!", algorithm="HS256")
+    claims = {"typ": "user", "sub": "x", "org": "scala", "exp": int(time.time()) + 60}
+    forged = jwt.encode(claims, "not-the-key-of-this-server-at-all!", algorithm="HS256")
     for token in (None, tampered, forged, "garbage"):
         answer = await http.call("POST", "/api/auth/token", token=token)
         assert answer.code == 401, (token, answer)
