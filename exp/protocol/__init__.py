@@ -1,8 +1,10 @@
 """
 Sans-I/O pieces of the EXP wire protocol shared by the SDK and the local
-server: channel ids and auth tokens.  Nothing here imports Twisted.
+server: channel ids, auth tokens, Engine.IO/Socket.IO packets.  Nothing
+here imports Twisted.
 """
 
+from exp.protocol import _engineio as engineio
 from exp.protocol._channels import ChannelId, InvalidChannelId, encode_channel
 from exp.protocol._tokens import (
     InvalidToken,
@@ -21,6 +23,7 @@ __all__ = [
     "consumer_app_token",
     "device_token",
     "encode_channel",
+    "engineio",
     "sign",
     "to_seconds",
     "unverified_claims",

@@ -6,10 +6,10 @@ Run it with C{twistd -n exp-server}; embed it with L{ExpServer}; test
 against it with L{exp.server.testing}.
 """
 
-from exp.server._auth import Identity
+from exp.server._auth import Identity, channel_allowed
 from exp.server._hub import IHub, ISubscriber, LocalHub
 from exp.server._seed import SeedError, demo_seed_path, load_seed
-from exp.server._server import ExpServer, ServerConfig, channel_allowed
+from exp.server._server import ExpServer, ServerConfig
 from exp.server._storage import IStorage, SQLiteStorage
 
 __all__ = [

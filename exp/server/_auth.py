@@ -15,7 +15,7 @@ from typing import Any
 
 import attrs
 
-from exp.protocol import InvalidToken, sign, verify
+from exp.protocol import ChannelId, InvalidToken, sign, verify
 
 #: scrypt cost: about 50 ms a hash on a current core.
 _SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**14, 8, 1
@@ -151,3 +151,17 @@ class TokenIssuer:
             paired="pair" not in claims, pairing_code=claims.get("pair"),
             restricted=bool(claims.get("rt")),
         )
+
+
+def channel_allowed(identity: Identity, channel: ChannelId, *, send: bool) -> bool:
+    """
+    Whether C{identity} may broadcast on (C{send}) or listen to C{channel}
+    (PROTOCOL.md A3 and Part B).
+    """
+    if identity.restricted or channel.organization != identity.organization:
+        return False
+    if identity.is_pairing:
+        return not send and channel.system and channel.name == identity.uuid
+    if send and channel.system:
+        return False
+    return channel.consumer or not identity.is_consumer

@@ -17,15 +17,33 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from zope.interface import Interface, implementer
 
+from exp.protocol import engineio as eio
+
+
+class Message:
+    """
+    One broadcast as delivered: C{body} is C{{"id", "channel", "name",
+    "payload"}}; its Engine.IO frame is encoded once for all subscribers.
+    """
+
+    __slots__ = ("_frame", "body")
+
+    def __init__(self, body: dict[str, Any]) -> None:
+        self.body = body
+        self._frame: str | None = None
+
+    def frame(self) -> str:
+        """The Engine.IO text of the Socket.IO C{broadcast} event."""
+        if self._frame is None:
+            self._frame = eio.event("broadcast", self.body)
+        return self._frame
+
 
 class ISubscriber(Interface):
     """Something that receives the broadcasts of the channels it subscribed."""
 
-    def deliver(message: dict[str, Any]) -> None:
-        """
-        Take one broadcast C{{"id", "channel", "name", "payload"}}.  Must not
-        raise and must not block.
-        """
+    def deliver(message: Message) -> None:
+        """Take one broadcast.  Must not raise and must not block."""
 
 
 class IHub(Interface):
@@ -81,7 +99,9 @@ class LocalHub:
         return len(self._subscribers.get(channel, ()))
 
     def _deliver(self, broadcast_id: str, channel: str, name: str, payload: Any) -> None:
-        message = {"id": broadcast_id, "channel": channel, "name": name, "payload": payload}
+        message = Message(
+            {"id": broadcast_id, "channel": channel, "name": name, "payload": payload}
+        )
         for subscriber in list(self._subscribers.get(channel, ())):
             try:
                 subscriber.deliver(message)

@@ -25,12 +25,14 @@ from exp.server._auth import (
     USER,
     Identity,
     TokenIssuer,
+    channel_allowed,
     check_password,
     hash_password,
     new_secret,
     pairing_code,
 )
 from exp.server._hub import IHub, LocalHub
+from exp.server._network import EngineIOResource, Network
 from exp.server._query import InvalidQuery, Query
 from exp.server._seed import Organization, apply_seed, data_uuid, user_uuid
 from exp.server._storage import Document, IStorage
@@ -73,6 +75,8 @@ class ServerConfig:
     max_body: int = 1 << 20
     max_broadcast_timeout: float = 60.0
     content: str | None = None
+    ping_interval: float = 25.0
+    ping_timeout: float = 20.0
 
 
 def _unauthorized(message: str, code: str = "auth.invalid") -> HttpError:
@@ -118,6 +122,11 @@ class ExpServer:
         self.tokens: TokenIssuer | None = None
         self.router = Router()
         self._add_routes()
+        self.network = Network(
+            self.hub, self._identify_token, reactor,
+            ping_interval=self.config.ping_interval, ping_timeout=self.config.ping_timeout,
+            max_message=self.config.max_body,
+        )
 
     async def start(self) -> None:
         """Open the storage, load the signing key and apply the seed."""
@@ -128,6 +137,7 @@ class ExpServer:
 
     async def stop(self) -> None:
         """Close outgoing connections and the storage."""
+        self.network.close_all()
         await self._pool.closeCachedConnections()
         await self.storage.close()
 
@@ -135,6 +145,7 @@ class ExpServer:
         """The root of the server's web tree."""
         root = _Root()
         root.putChild(b"api", self.router)
+        root.putChild(b"socket.io", EngineIOResource(self.network))
         return root
 
     def site(self) -> server.Site:
@@ -149,6 +160,11 @@ class ExpServer:
         if self.tokens is None:
             raise HttpError(503, "server.starting", "the server is starting")
         return self.tokens
+
+    def _identify_token(self, token: str) -> Identity:
+        if self.tokens is None:
+            raise InvalidToken("the server is starting")
+        return self.tokens.identify(token)
 
     def _public_url(self, req: ApiRequest) -> str:
         if self.config.public_url:
@@ -562,20 +578,6 @@ class ExpServer:
             raise bad_request("response.idRequired", "a response names its broadcast's id")
         self.hub.respond(broadcast_id, body.get("payload"))
         return None
-
-
-def channel_allowed(identity: Identity, channel: ChannelId, *, send: bool) -> bool:
-    """
-    Whether C{identity} may broadcast on (C{send}) or listen to C{channel}
-    (PROTOCOL.md A3 and Part B).
-    """
-    if identity.restricted or channel.organization != identity.organization:
-        return False
-    if identity.is_pairing:
-        return not send and channel.system and channel.name == identity.uuid
-    if send and channel.system:
-        return False
-    return channel.consumer or not identity.is_consumer
 
 
 class _Root(resource.Resource):
