@@ -1,3 +1,54 @@
 """
-exp.twisted: the Deferred-native SDK.
+exp.twisted: the Deferred-native EXP SDK.
+
+L{ExpService} is a C{twisted.application.service.MultiService}; every call
+returns a Deferred (so C{await} works inside C{async def}).
 """
+
+from exp.errors import (
+    ApiError,
+    AuthenticationError,
+    ExpError,
+    NetworkError,
+    RuntimeError,
+    UnexpectedError,
+)
+from exp.twisted._channels import Broadcast, Channel, Listener
+from exp.twisted._events import Handle
+from exp.twisted._resources import (
+    Content,
+    Data,
+    Device,
+    Experience,
+    Feed,
+    Location,
+    Resource,
+    ResourceList,
+    Thing,
+    Zone,
+)
+from exp.twisted._service import ExpService
+
+__all__ = [
+    "ApiError",
+    "AuthenticationError",
+    "Broadcast",
+    "Channel",
+    "Content",
+    "Data",
+    "Device",
+    "ExpError",
+    "ExpService",
+    "Experience",
+    "Feed",
+    "Handle",
+    "Listener",
+    "Location",
+    "NetworkError",
+    "Resource",
+    "ResourceList",
+    "RuntimeError",
+    "Thing",
+    "UnexpectedError",
+    "Zone",
+]

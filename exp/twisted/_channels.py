@@ -1,0 +1,204 @@
+"""
+Channels, listeners and broadcasts (PROTOCOL.md A3 to A5).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from twisted.internet.defer import Deferred, ensureDeferred, maybeDeferred, succeed
+from twisted.internet.interfaces import IDelayedCall
+from twisted.logger import Logger
+
+from exp.errors import RuntimeError
+from exp.protocol import encode_channel
+from exp.twisted._http import encode_json
+
+if TYPE_CHECKING:
+    from exp.twisted._service import ExpService
+
+
+class Broadcast:
+    """
+    One broadcast received by a listener: C{name}, C{payload} (this
+    listener's own copy), C{channel} and the server-made C{id}.
+    """
+
+    def __init__(self, service: ExpService, channel: Channel, body: dict[str, Any]) -> None:
+        self._service = service
+        self.channel = channel
+        self.id: str | None = body.get("id")
+        self.name: str | None = body.get("name")
+        self.payload: Any = copy.deepcopy(body.get("payload"))
+
+    def respond(self, payload: Any = None) -> Deferred[None]:
+        """Send a response to the broadcaster (C{TypeError} if not JSON)."""
+        encode_json(payload)
+        return ensureDeferred(self._service._respond(self, payload))
+
+    def __repr__(self) -> str:
+        return f"<Broadcast {self.name!r} on {self.channel.name!r} id={self.id}>"
+
+
+class Listener:
+    """
+    Receives the broadcasts named C{name} on a channel: queued (dropped
+    after C{max_age} seconds) for L{wait}, handed to a callback, or
+    iterated with C{async for}.
+    """
+
+    _log = Logger()
+
+    def __init__(self, service: ExpService, channel: Channel, name: str, max_age: float,
+                 callback: Callable[[Broadcast], Any] | None = None) -> None:
+        self._service = service
+        self.channel = channel
+        self.channel_id = channel.id
+        self.name = name
+        self.max_age = max_age
+        self._callback = callback
+        self._queue: deque[tuple[float, Broadcast]] = deque()
+        self._waiters: deque[tuple[Deferred[Broadcast | None], IDelayedCall | None]] = deque()
+        self.cancelled = False
+
+    def receive(self, body: dict[str, Any]) -> None:
+        """Take a broadcast of this listener's channel (ignored if not its name)."""
+        if self.cancelled or body.get("name") != self.name:
+            return
+        broadcast = Broadcast(self._service, self.channel, body)
+        if self._callback is not None:
+            d = maybeDeferred(self._callback, broadcast)
+            d.addErrback(lambda f: self._log.failure(
+                "a listener callback for {name!r} failed", f, name=self.name))
+            return
+        while self._waiters:
+            d, timer = self._waiters.popleft()
+            if timer is not None and timer.active():
+                timer.cancel()
+            if not d.called:
+                d.callback(broadcast)
+                return
+        self._queue.append((self._service.clock.seconds(), broadcast))
+        self._expire()
+
+    def _expire(self) -> None:
+        oldest = self._service.clock.seconds() - self.max_age
+        while self._queue and self._queue[0][0] < oldest:
+            self._queue.popleft()
+
+    def wait(self, timeout: float | None = 0) -> Deferred[Broadcast | None]:
+        """
+        The oldest queued broadcast, or the next one to arrive within
+        C{timeout} seconds (C{None} waits for ever); C{None} on timeout.
+        """
+        self._expire()
+        if self._queue:
+            return succeed(self._queue.popleft()[1])
+        if self.cancelled or (timeout is not None and timeout <= 0):
+            return succeed(None)
+
+        def cancel(d: Deferred[Broadcast | None]) -> None:
+            for entry in list(self._waiters):
+                if entry[0] is d:
+                    self._waiters.remove(entry)
+                    if entry[1] is not None and entry[1].active():
+                        entry[1].cancel()
+
+        d: Deferred[Broadcast | None] = Deferred(cancel)
+        timer = None
+        if timeout is not None:
+            timer = self._service.clock.callLater(timeout, self._time_out, d)
+        self._waiters.append((d, timer))
+        return d
+
+    def _time_out(self, d: Deferred[Broadcast | None]) -> None:
+        for entry in list(self._waiters):
+            if entry[0] is d:
+                self._waiters.remove(entry)
+        if not d.called:
+            d.callback(None)
+
+    def cancel(self) -> None:
+        """Receive nothing more; pending waits answer C{None}. Cannot be undone."""
+        if self.cancelled:
+            return
+        self.cancelled = True
+        self._queue.clear()
+        self._service._network_or_none_remove(self)
+        waiters, self._waiters = self._waiters, deque()
+        for d, timer in waiters:
+            if timer is not None and timer.active():
+                timer.cancel()
+            if not d.called:
+                d.callback(None)
+
+    def __aiter__(self) -> Listener:
+        return self
+
+    async def __anext__(self) -> Broadcast:
+        broadcast = await self.wait(None)
+        if broadcast is None:
+            raise StopAsyncIteration
+        return broadcast
+
+
+class Channel:
+    """
+    A named channel of the organization; cheap, no I/O until used.
+
+    @ivar system: carries server notifications; nobody may broadcast on it.
+    @ivar consumer: the only kind of channel consumer apps may use.
+    """
+
+    def __init__(self, service: ExpService, name: str, system: bool = False,
+                 consumer: bool = False) -> None:
+        if not isinstance(name, str) or not name:
+            raise RuntimeError("a channel's name must be a non-empty string")
+        self._service = service
+        self.name = name
+        self.system = bool(system)
+        self.consumer = bool(consumer)
+
+    @property
+    def id(self) -> str:
+        """The channel's id on the wire (needs the organization: authenticated)."""
+        return encode_channel(self._service._organization(), self.name, self.system,
+                              self.consumer)
+
+    def broadcast(self, name: str, payload: Any = None,
+                  timeout: float = 0.1) -> Deferred[list[Any]]:
+        """
+        Send a broadcast; after C{timeout} seconds, the list of responses.
+
+        @raise TypeError: if C{payload} is not JSON-serializable.
+        """
+        if not isinstance(name, str) or not name:
+            raise RuntimeError("a broadcast's name must be a non-empty string")
+        encode_json(payload)
+        return ensureDeferred(self._service._broadcast(self, name, payload, timeout))
+
+    def fling(self, payload: Any = None, timeout: float = 0.1) -> Deferred[list[Any]]:
+        """A broadcast named C{fling}."""
+        return self.broadcast("fling", payload, timeout)
+
+    def identify(self, timeout: float = 0.1) -> Deferred[list[Any]]:
+        """A broadcast named C{identify}."""
+        return self.broadcast("identify", None, timeout)
+
+    def listen(self, name: str, callback: Callable[[Broadcast], Any] | None = None,
+               timeout: float = 10, max_age: float = 60) -> Deferred[Listener]:
+        """
+        A listener for broadcasts named C{name}, once the server confirms the
+        subscription (L{NetworkError} after C{timeout} seconds).
+        """
+        if not isinstance(name, str) or not name:
+            raise RuntimeError("a listener's name must be a non-empty string")
+        if callback is not None and not callable(callback):
+            raise RuntimeError("callback must be callable")
+        return ensureDeferred(self._service._listen(self, name, callback, timeout, max_age))
+
+    def __repr__(self) -> str:
+        return f"<Channel {self.name!r} system={self.system} consumer={self.consumer}>"

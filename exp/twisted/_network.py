@@ -1,0 +1,327 @@
+"""
+The real-time network (PROTOCOL.md A5) from the client's side: an Autobahn
+WebSocket speaking Engine.IO 3 / Socket.IO, kept connected by a
+C{ClientService} with backoff, resubscribing after every connection.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode, urlsplit
+
+from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
+from twisted.application.internet import ClientService
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+
+from exp.errors import NetworkError
+from exp.protocol import engineio as eio
+from exp.twisted._events import Events
+
+if TYPE_CHECKING:
+    from exp.twisted._channels import Listener
+
+
+class Heartbeat:
+    """
+    The client's side of Engine.IO 3 liveness: a ping every C{interval}; a
+    connection that answers no pong within C{timeout} is dead.
+    """
+
+    def __init__(self, clock: IReactorTime, interval: float, timeout: float,
+                 send_ping: Callable[[], None], dead: Callable[[], None]) -> None:
+        self._clock = clock
+        self._interval = interval
+        self._timeout = timeout
+        self._send_ping = send_ping
+        self._dead = dead
+        self._next: IDelayedCall | None = self._clock.callLater(interval, self._ping)
+        self._deadline: IDelayedCall | None = None
+
+    def _ping(self) -> None:
+        self._next = None
+        self._send_ping()
+        self._deadline = self._clock.callLater(self._timeout, self._expired)
+
+    def _expired(self) -> None:
+        self._deadline = None
+        self.stop()
+        self._dead()
+
+    def pong(self) -> None:
+        """The server answered: ping again one interval after the last ping."""
+        if self._deadline is not None and self._deadline.active():
+            self._deadline.cancel()
+            self._deadline = None
+            self._next = self._clock.callLater(self._interval, self._ping)
+
+    def stop(self) -> None:
+        for call in (self._next, self._deadline):
+            if call is not None and call.active():
+                call.cancel()
+        self._next = self._deadline = None
+
+
+class _Socket(WebSocketClientProtocol):
+    """One WebSocket connection to the network."""
+
+    _log = Logger()
+    factory: _SocketFactory
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ready: Deferred[_Socket] = Deferred()
+        self._heartbeat: Heartbeat | None = None
+
+    def send_text(self, text: str) -> None:
+        self.sendMessage(text.encode("utf-8"))
+
+    def emit(self, name: str, data: Any) -> None:
+        self.send_text(eio.event(name, data))
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        try:
+            packet = eio.Packet.decode(payload.decode("utf-8"))
+            self._receive(packet)
+        except (eio.ProtocolError, UnicodeDecodeError, ValueError) as e:
+            self._log.warn("dropping a malformed frame from the server: {error}", error=e)
+
+    def _receive(self, packet: eio.Packet) -> None:
+        if packet.type == eio.OPEN:
+            handshake = json.loads(packet.data)
+            interval = float(handshake.get("pingInterval", 25000)) / 1000.0
+            timeout = float(handshake.get("pingTimeout", 20000)) / 1000.0
+            self._heartbeat = Heartbeat(
+                self.factory.network.clock, interval, timeout,
+                lambda: self.send_text(eio.Packet(eio.PING).encode()),
+                self._dead,
+            )
+        elif packet.type == eio.PONG:
+            if self._heartbeat is not None:
+                self._heartbeat.pong()
+        elif packet.type == eio.MESSAGE:
+            self._receive_socketio(eio.SocketIOPacket.decode(packet.data))
+        elif packet.type == eio.CLOSE:
+            self.dropConnection(abort=False)
+
+    def _receive_socketio(self, packet: eio.SocketIOPacket) -> None:
+        if packet.type == eio.CONNECT:
+            if not self.ready.called:
+                self.ready.callback(self)
+        elif packet.type == eio.EVENT:
+            if isinstance(packet.data, list) and packet.data and isinstance(packet.data[0], str):
+                self.factory.network.received(self, packet.data[0], packet.data[1:])
+        elif packet.type == eio.ERROR:
+            self._log.warn("the network reported an error: {error}", error=packet.data)
+            if not self.ready.called:
+                self.ready.errback(NetworkError(f"the network refused: {packet.data}"))
+                self.dropConnection(abort=False)
+        elif packet.type == eio.DISCONNECT:
+            self.dropConnection(abort=False)
+
+    def _dead(self) -> None:
+        self._log.info("no pong from the network in time; reconnecting")
+        self.dropConnection(abort=True)
+
+    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.stop()
+        if not self.ready.called:
+            if reason and "[401]" in reason:
+                self.factory.network.token_refused()
+            self.ready.errback(NetworkError(f"could not join the network: {reason}"))
+        self.factory.network.closed(self)
+
+
+class _SocketFactory(WebSocketClientFactory):
+    protocol = _Socket  # type: ignore[assignment]
+
+    def __init__(self, network: Network, url: str, reactor: Any) -> None:
+        super().__init__(url, reactor=reactor)
+        self.network = network
+        self.setProtocolOptions(openHandshakeTimeout=10, closeHandshakeTimeout=2)
+
+
+def socket_url(network_host: str, token: str) -> str:
+    """The WebSocket URL of the network for C{token}."""
+    parts = urlsplit(network_host)
+    scheme = "wss" if parts.scheme == "https" else "ws"
+    query = urlencode({"EIO": "3", "transport": "websocket", "token": token})
+    return f"{scheme}://{parts.netloc}{parts.path.rstrip('/')}/socket.io/?{query}"
+
+
+def _reconnect_policy(backoff: Callable[[int], float]) -> Callable[[int], float]:
+    """Reconnect at once after losing a connection, then back off."""
+    return lambda attempt: 0.0 if attempt <= 1 else backoff(attempt - 1)
+
+
+class Network(Service):
+    """
+    The connection to the network and the subscriptions of the listeners.
+
+    Every listener's channel is subscribed once per connection; a listener
+    is established once C{subscribed} names its channel.
+    """
+
+    _log = Logger()
+
+    def __init__(self, reactor: Any, events: Events, retry_policy: Callable[[int], float],
+                 token_refused: Callable[[], None]) -> None:
+        self.reactor = reactor
+        self.clock: IReactorTime = reactor
+        self._events = events
+        self._retry_policy = retry_policy
+        self.token_refused = token_refused
+        self._factory: _SocketFactory | None = None
+        self._client: ClientService | None = None
+        self.socket: _Socket | None = None
+        self._listeners: dict[str, list[Listener]] = {}
+        self._confirmed: set[str] = set()
+        self._requests: deque[list[str]] = deque()
+        self._waiting: dict[str, list[Deferred[None]]] = {}
+        self._connected_waiters: list[Deferred[None]] = []
+
+    @property
+    def is_connected(self) -> bool:
+        return self.socket is not None
+
+    def connect(self, auth: dict[str, Any]) -> None:
+        """Join the network with C{auth}, or rejoin with its new token."""
+        url = socket_url(auth["network"]["host"], auth["token"])
+        if self._factory is not None:
+            if self._factory.url != url:
+                self._factory.setSessionParameters(url=url)
+                if self.socket is not None:
+                    self.socket.sendClose()
+            return
+        if not self.running:
+            return
+        self._factory = _SocketFactory(self, url, self.reactor)
+        parts = urlsplit(auth["network"]["host"])
+        host = parts.hostname or "localhost"
+        endpoint: Any = HostnameEndpoint(
+            self.reactor, host, parts.port or (443 if parts.scheme == "https" else 80)
+        )
+        if parts.scheme == "https":
+            from twisted.internet.ssl import optionsForClientTLS
+
+            endpoint = wrapClientTLS(optionsForClientTLS(host), endpoint)
+        self._client = ClientService(
+            endpoint, self._factory, retryPolicy=_reconnect_policy(self._retry_policy),
+            clock=self.clock, prepareConnection=self._prepare,
+        )
+        self._client.startService()
+
+    def _prepare(self, socket: Any) -> Deferred[None]:
+        return socket.ready.addCallback(self._opened)
+
+    def _opened(self, socket: _Socket) -> None:
+        self.socket = socket
+        self._confirmed.clear()
+        self._requests.clear()
+        channels = sorted(set(self._listeners) | set(self._waiting))
+        if channels:
+            self._subscribe(channels)
+        waiters, self._connected_waiters = self._connected_waiters, []
+        for d in waiters:
+            d.callback(None)
+        self._events.emit("online")
+
+    def closed(self, socket: _Socket) -> None:
+        if socket is self.socket:
+            self.socket = None
+            self._confirmed.clear()
+            self._requests.clear()
+            self._events.emit("offline")
+
+    def when_connected(self) -> Deferred[None]:
+        if self.socket is not None:
+            return succeed(None)
+        d: Deferred[None] = Deferred(lambda d: self._connected_waiters.remove(d))
+        self._connected_waiters.append(d)
+        return d
+
+    # -- subscriptions ---------------------------------------------------------
+
+    def _subscribe(self, channels: list[str]) -> None:
+        assert self.socket is not None
+        self._requests.append(channels)
+        self.socket.emit("subscribe", channels)
+
+    def add_listener(self, listener: Listener) -> Deferred[None]:
+        """Register C{listener}; the result fires once its channel is subscribed."""
+        channel = listener.channel_id
+        self._listeners.setdefault(channel, []).append(listener)
+        if channel in self._confirmed:
+            return succeed(None)
+        in_flight = channel in self._waiting
+
+        def cancel(d: Deferred[None]) -> None:
+            waiting = self._waiting.get(channel, [])
+            if d in waiting:
+                waiting.remove(d)
+            if not waiting:
+                self._waiting.pop(channel, None)
+
+        d: Deferred[None] = Deferred(cancel)
+        self._waiting.setdefault(channel, []).append(d)
+        if self.socket is not None and not in_flight:
+            self._subscribe([channel])
+        return d
+
+    def remove_listener(self, listener: Listener) -> None:
+        listeners = self._listeners.get(listener.channel_id, [])
+        if listener in listeners:
+            listeners.remove(listener)
+        if not listeners:
+            self._listeners.pop(listener.channel_id, None)
+
+    def received(self, socket: _Socket, name: str, args: list[Any]) -> None:
+        if socket is not self.socket:
+            return
+        if name == "subscribed":
+            self._subscribed(args[0] if args and isinstance(args[0], list) else [])
+        elif name == "broadcast" and args and isinstance(args[0], dict):
+            body = args[0]
+            for listener in list(self._listeners.get(str(body.get("channel")), ())):
+                listener.receive(body)
+
+    def _subscribed(self, accepted: list[Any]) -> None:
+        asked = self._requests.popleft() if self._requests else []
+        for channel in accepted:
+            if isinstance(channel, str):
+                self._confirmed.add(channel)
+                for d in self._waiting.pop(channel, []):
+                    d.callback(None)
+        for channel in asked:
+            if channel not in self._confirmed:
+                for d in self._waiting.pop(channel, []):
+                    d.errback(NetworkError(
+                        "the network refused to subscribe to this channel (another"
+                        " organization's, or not allowed for this identity)"
+                    ))
+
+    # -- stopping ----------------------------------------------------------------
+
+    def stopService(self) -> Deferred[None] | None:
+        super().stopService()
+        for listeners in list(self._listeners.values()):
+            for listener in list(listeners):
+                listener.cancel()
+        error = NetworkError("this EXP instance has been stopped")
+        for waiting in list(self._waiting.values()):
+            for d in list(waiting):
+                d.errback(error)
+        self._waiting.clear()
+        for d in self._connected_waiters:
+            d.errback(error)
+        self._connected_waiters = []
+        if self._client is not None:
+            return self._client.stopService()
+        return None

@@ -1,0 +1,476 @@
+"""
+L{ExpService}: one EXP identity — authentication, the REST API and the
+real-time network — as a Twisted service whose calls return Deferreds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+from urllib.parse import quote
+
+from twisted.application.internet import backoffPolicy
+from twisted.application.service import MultiService
+from twisted.internet.defer import CancelledError, Deferred, ensureDeferred
+from twisted.logger import Logger
+
+from exp._options import DEFAULT_HOST, Options, check_options
+from exp.errors import ApiError, NetworkError, RuntimeError
+from exp.twisted._auth import Authenticator
+from exp.twisted._channels import Broadcast, Channel, Listener
+from exp.twisted._events import Events, Handle
+from exp.twisted._http import NO_BODY, Http, error_for
+from exp.twisted._network import Network
+from exp.twisted._resources import (
+    Content,
+    Data,
+    Device,
+    Experience,
+    Feed,
+    Location,
+    Resource,
+    ResourceList,
+    Thing,
+    Zone,
+    data_path,
+)
+
+R = TypeVar("R", bound=Resource)
+
+
+class ExpService(MultiService):
+    """
+    An EXP user, device, consumer app or pairing device.
+
+    Start it (C{startService}, or as a child of your application) and wait
+    for L{whenAuthenticated}; every call returns a Deferred, so C{await}
+    works as well as callbacks::
+
+        service = ExpService(host=url, uuid=uuid, secret=secret)
+        service.startService()
+        await service.whenAuthenticated()
+        devices = await service.find_devices(name="lobby")
+
+    @param host: the EXP API to log in to.
+    @param enable_network: join the real-time network (needed to listen).
+    @param auth: an auth payload from an earlier login, used until it is
+        refused or expires.
+    @param reactor: the reactor (also the clock); the global one by default.
+    @param request_timeout: seconds before a REST call fails with
+        L{NetworkError}.
+    @raise exp.RuntimeError: if the credentials are incomplete or
+        contradictory, or the host is not an http(s) URL.
+    """
+
+    _log = Logger()
+
+    def __init__(self, host: str = DEFAULT_HOST, *, username: str | None = None,
+                 password: str | None = None, organization: str | None = None,
+                 uuid: str | None = None, secret: str | None = None,
+                 api_key: str | None = None, allow_pairing: bool | None = None,
+                 enable_network: bool = True, auth: dict[str, Any] | None = None,
+                 reactor: Any = None, request_timeout: float = 30.0,
+                 retry_policy: Callable[[int], float] | None = None) -> None:
+        super().__init__()
+        self.options: Options = check_options(
+            host=host, username=username, password=password, organization=organization,
+            uuid=uuid, secret=secret, api_key=api_key, allow_pairing=allow_pairing,
+            enable_network=enable_network, auth=auth,
+        )
+        if reactor is None:
+            from twisted.internet import reactor as _reactor
+
+            reactor = _reactor
+        self.reactor = reactor
+        self.clock = reactor
+        self.events = Events()
+        retry = retry_policy or backoffPolicy(initialDelay=1.0, maxDelay=30.0)
+        self._http = Http(reactor, request_timeout)
+        self._auth = Authenticator(self.options, self._http, reactor, self.events, retry,
+                                   self._auth_updated)
+        self._network: Network | None = None
+        if self.options.enable_network:
+            self._network = Network(reactor, self.events, retry, self._socket_refused)
+            self._network.setServiceParent(self)
+        self._pairing_listener: Listener | None = None
+        self._stopped = False
+
+    # -- lifetime --------------------------------------------------------------
+
+    def startService(self) -> None:
+        if self._stopped:
+            raise RuntimeError("a stopped EXP instance cannot be started again")
+        super().startService()
+        self._auth.start()
+
+    def stopService(self) -> Deferred[None]:
+        return ensureDeferred(self._stop())
+
+    async def _stop(self) -> None:
+        self._stopped = True
+        self._auth.stop()
+        await super().stopService()
+        await self._http.close()
+
+    def _check(self) -> None:
+        if self._stopped:
+            raise RuntimeError("this EXP instance has been stopped")
+
+    def whenAuthenticated(self) -> Deferred[dict[str, Any]]:
+        """The auth payload once logged in; L{AuthenticationError} if refused."""
+        return self._auth.current()
+
+    def whenConnected(self) -> Deferred[None]:
+        """Fires once the network connection is up."""
+        self._check()
+        return self._require_network().when_connected()
+
+    @property
+    def is_connected(self) -> bool:
+        """Whether the network connection is up."""
+        return self._network is not None and self._network.is_connected
+
+    @property
+    def auth(self) -> dict[str, Any]:
+        """The current auth payload (L{exp.RuntimeError} before the first login)."""
+        if self._auth.payload is None:
+            raise RuntimeError("not authenticated yet: wait for whenAuthenticated()")
+        return self._auth.payload
+
+    @property
+    def identity(self) -> dict[str, Any]:
+        return dict(self.auth["identity"])
+
+    @property
+    def pairing_code(self) -> str | None:
+        """The code to pair this device with, while it is unpaired."""
+        payload = self._auth.payload
+        if payload is None or payload["identity"].get("paired") is not False:
+            return None
+        return payload["identity"].get("pairingCode")
+
+    def get_auth(self) -> Deferred[dict[str, Any]]:
+        """The current auth payload, refreshed first if it is due."""
+        self._check()
+        return self._auth.current()
+
+    def on(self, name: str, callback: Callable[..., Any]) -> Handle:
+        """Call C{callback} on C{online}, C{offline}, C{update} or C{error}."""
+        return self.events.on(name, callback)
+
+    def _auth_updated(self, payload: dict[str, Any]) -> None:
+        if self._network is not None and self.running:
+            self._network.connect(payload)
+        paired = payload["identity"].get("paired")
+        if paired is False and self._network is not None:
+            self._listen_for_pairing(payload)
+        elif self._pairing_listener is not None:
+            self._pairing_listener.cancel()
+            self._pairing_listener = None
+
+    def _listen_for_pairing(self, payload: dict[str, Any]) -> None:
+        if self._pairing_listener is not None:
+            return
+        channel = Channel(self, payload["identity"]["uuid"], system=True)
+
+        def paired(broadcast: Broadcast) -> None:
+            body = broadcast.payload
+            if isinstance(body, dict) and isinstance(body.get("uuid"), str) and isinstance(
+                    body.get("secret"), str):
+                self._log.info("paired as device {uuid}", uuid=body["uuid"])
+                self._auth.paired(body["uuid"], body["secret"])
+
+        assert self._network is not None
+        listener = Listener(self, channel, "paired", max_age=60, callback=paired)
+        self._pairing_listener = listener
+        self._network.add_listener(listener).addErrback(
+            lambda f: self._log.failure("could not listen for pairing", f))
+
+    def _socket_refused(self) -> None:
+        payload = self._auth.payload
+        if payload is not None:
+            self._auth.rejected(payload["token"])
+
+    # -- raw API -----------------------------------------------------------------
+
+    async def _call(self, method: str, path: str, params: Any = None,
+                    payload: Any = NO_BODY) -> Any:
+        self._check()
+        auth = await self._auth.current()
+        for attempt in (1, 2):
+            status, body = await self._http.call(
+                method, auth["api"]["host"] + path, token=auth["token"], params=params,
+                payload=payload,
+            )
+            if status == 401 and attempt == 1:
+                auth = await self._auth.rejected(auth["token"])
+                continue
+            if status >= 300:
+                raise error_for(status, body)
+            return body
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def get(self, path: str, params: Any = None) -> Deferred[Any]:
+        """GET C{path} of the API; the decoded JSON (C{None} when empty)."""
+        return ensureDeferred(self._call("GET", path, _params(params)))
+
+    def post(self, path: str, payload: Any = None, params: Any = None) -> Deferred[Any]:
+        return ensureDeferred(self._call("POST", path, _params(params), payload))
+
+    def patch(self, path: str, payload: Any = None, params: Any = None) -> Deferred[Any]:
+        return ensureDeferred(self._call("PATCH", path, _params(params), payload))
+
+    def put(self, path: str, payload: Any = None, params: Any = None) -> Deferred[Any]:
+        return ensureDeferred(self._call("PUT", path, _params(params), payload))
+
+    def delete(self, path: str, params: Any = None) -> Deferred[Any]:
+        return ensureDeferred(self._call("DELETE", path, _params(params)))
+
+    # -- network -----------------------------------------------------------------
+
+    def _organization(self) -> str:
+        return str(self.auth["identity"].get("organization", ""))
+
+    def _require_network(self) -> Network:
+        if self._network is None:
+            raise RuntimeError("the network is disabled (enable_network=False)")
+        return self._network
+
+    def _network_or_none_remove(self, listener: Listener) -> None:
+        if self._network is not None:
+            self._network.remove_listener(listener)
+
+    def get_channel(self, name: str, system: bool = False, consumer: bool = False) -> Channel:
+        """A channel object (no I/O)."""
+        self._check()
+        return Channel(self, name, system, consumer)
+
+    async def _broadcast(self, channel: Channel, name: str, payload: Any,
+                         timeout: float) -> list[Any]:
+        if not isinstance(timeout, (int, float)) or timeout < 0:
+            raise RuntimeError("timeout is a number of seconds, zero or more")
+        await self._auth.current()
+        body = {"channel": channel.id, "name": name, "payload": payload}
+        answer = await self._call("POST", "/api/networks/current/broadcasts",
+                                  {"timeout": str(int(timeout * 1000))}, body)
+        return list(answer) if isinstance(answer, list) else []
+
+    async def _respond(self, broadcast: Broadcast, payload: Any) -> None:
+        await self._call("POST", "/api/networks/current/responses", None,
+                         {"id": broadcast.id, "channel": broadcast.channel.id,
+                          "payload": payload})
+
+    async def _listen(self, channel: Channel, name: str,
+                      callback: Callable[[Broadcast], Any] | None, timeout: float,
+                      max_age: float) -> Listener:
+        network = self._require_network()
+        if not isinstance(timeout, (int, float)) or timeout < 0:
+            raise RuntimeError("timeout is a number of seconds, zero or more")
+        await self._auth.current()
+        listener = Listener(self, channel, name, max_age, callback)
+        subscribed = network.add_listener(listener)
+        subscribed.addTimeout(timeout, self.clock)
+        try:
+            await subscribed
+        except CancelledError:
+            listener.cancel()
+            raise NetworkError(
+                f"the network did not confirm listening on {channel.name!r}"
+                f" within {timeout:g} s"
+            ) from None
+        except Exception:
+            listener.cancel()
+            raise
+        return listener
+
+    # -- resources ----------------------------------------------------------------
+
+    async def _get_one(self, kind: type[R], uuid: str | None) -> R | None:
+        if not uuid or not isinstance(uuid, str):
+            return None
+        try:
+            document = await self.get(f"{kind.collection}/{quote(uuid, safe='')}")
+        except ApiError as e:
+            if e.status_code == 404:
+                return None
+            raise
+        return kind(self, document)
+
+    async def _find(self, kind: Callable[[ExpService, dict[str, Any]], Any], path: str,
+                    params: dict[str, Any] | None, kwargs: dict[str, Any]) -> ResourceList:
+        answer = await self.get(path, dict(params or {}, **kwargs))
+        if not isinstance(answer, dict):
+            answer = {"results": [], "total": 0}
+        return ResourceList([kind(self, d) for d in answer.get("results", [])], answer)
+
+    async def _create(self, kind: type[R], document: dict[str, Any]) -> R:
+        if not isinstance(document, dict):
+            raise RuntimeError("a document is a dict")
+        return kind(self, await self.post(kind.collection, document))
+
+    async def _delete_one(self, kind: type[Resource], uuid: str) -> None:
+        if not uuid or not isinstance(uuid, str):
+            raise RuntimeError("delete needs a uuid")
+        await self.delete(f"{kind.collection}/{quote(uuid, safe='')}")
+
+    def get_device(self, uuid: str | None) -> Deferred[Device | None]:
+        return ensureDeferred(self._get_one(Device, uuid))
+
+    def find_devices(self, params: dict[str, Any] | None = None,
+                     **kwargs: Any) -> Deferred[ResourceList]:
+        return ensureDeferred(self._find(Device, Device.collection, params, kwargs))
+
+    def create_device(self, document: dict[str, Any]) -> Deferred[Device]:
+        return ensureDeferred(self._create(Device, document))
+
+    def delete_device(self, uuid: str) -> Deferred[None]:
+        return ensureDeferred(self._delete_one(Device, uuid))
+
+    def get_current_device(self) -> Deferred[Device | None]:
+        """This device's document; C{None} for users and consumer apps."""
+        return ensureDeferred(self._current_device())
+
+    async def _current_device(self) -> Device | None:
+        auth = await self.get_auth()
+        identity = auth["identity"]
+        if identity.get("type") != "device" or identity.get("paired") is False:
+            return None
+        return await self.get_device(identity.get("uuid"))
+
+    def get_thing(self, uuid: str | None) -> Deferred[Thing | None]:
+        return ensureDeferred(self._get_one(Thing, uuid))
+
+    def find_things(self, params: dict[str, Any] | None = None,
+                    **kwargs: Any) -> Deferred[ResourceList]:
+        return ensureDeferred(self._find(Thing, Thing.collection, params, kwargs))
+
+    def create_thing(self, document: dict[str, Any]) -> Deferred[Thing]:
+        return ensureDeferred(self._create(Thing, document))
+
+    def delete_thing(self, uuid: str) -> Deferred[None]:
+        return ensureDeferred(self._delete_one(Thing, uuid))
+
+    def get_experience(self, uuid: str | None) -> Deferred[Experience | None]:
+        return ensureDeferred(self._get_one(Experience, uuid))
+
+    def find_experiences(self, params: dict[str, Any] | None = None,
+                         **kwargs: Any) -> Deferred[ResourceList]:
+        return ensureDeferred(self._find(Experience, Experience.collection, params, kwargs))
+
+    def create_experience(self, document: dict[str, Any]) -> Deferred[Experience]:
+        return ensureDeferred(self._create(Experience, document))
+
+    def delete_experience(self, uuid: str) -> Deferred[None]:
+        return ensureDeferred(self._delete_one(Experience, uuid))
+
+    def get_current_experience(self) -> Deferred[Experience | None]:
+        """The experience of this device, if any."""
+        return ensureDeferred(self._current(lambda d: d.get_experience()))
+
+    async def _current(self, step: Callable[[Device], Deferred[Any]]) -> Any:
+        device = await self.get_current_device()
+        return None if device is None else await step(device)
+
+    def get_location(self, uuid: str | None) -> Deferred[Location | None]:
+        return ensureDeferred(self._get_one(Location, uuid))
+
+    def find_locations(self, params: dict[str, Any] | None = None,
+                       **kwargs: Any) -> Deferred[ResourceList]:
+        return ensureDeferred(self._find(Location, Location.collection, params, kwargs))
+
+    def create_location(self, document: dict[str, Any]) -> Deferred[Location]:
+        return ensureDeferred(self._create(Location, document))
+
+    def delete_location(self, uuid: str) -> Deferred[None]:
+        return ensureDeferred(self._delete_one(Location, uuid))
+
+    def get_current_location(self) -> Deferred[Location | None]:
+        """The location of this device, if any."""
+        return ensureDeferred(self._current(lambda d: d.get_location()))
+
+    def get_current_zones(self) -> Deferred[list[Zone]]:
+        """The zones of this device's location it is in ([] if none)."""
+        return ensureDeferred(self._current_zones())
+
+    async def _current_zones(self) -> list[Zone]:
+        zones = await self._current(lambda d: d.get_zones())
+        return zones or []
+
+    def get_feed(self, uuid: str | None) -> Deferred[Feed | None]:
+        return ensureDeferred(self._get_one(Feed, uuid))
+
+    def find_feeds(self, params: dict[str, Any] | None = None,
+                   **kwargs: Any) -> Deferred[ResourceList]:
+        return ensureDeferred(self._find(Feed, Feed.collection, params, kwargs))
+
+    def create_feed(self, document: dict[str, Any]) -> Deferred[Feed]:
+        return ensureDeferred(self._create(Feed, document))
+
+    def delete_feed(self, uuid: str) -> Deferred[None]:
+        return ensureDeferred(self._delete_one(Feed, uuid))
+
+    def get_content(self, uuid: str | None) -> Deferred[Content | None]:
+        return ensureDeferred(self._get_one(Content, uuid))
+
+    def find_content(self, params: dict[str, Any] | None = None,
+                     **kwargs: Any) -> Deferred[ResourceList]:
+        return ensureDeferred(self._find(Content, Content.collection, params, kwargs))
+
+    def get_data(self, key: str, group: str = "default") -> Deferred[Data | None]:
+        return ensureDeferred(self._get_data(key, group))
+
+    async def _get_data(self, key: str, group: str) -> Data | None:
+        _check_data_key(key, group)
+        try:
+            return Data(self, await self.get(data_path(group, key)))
+        except ApiError as e:
+            if e.status_code == 404:
+                return None
+            raise
+
+    def find_data(self, params: dict[str, Any] | None = None,
+                  **kwargs: Any) -> Deferred[ResourceList]:
+        return ensureDeferred(self._find(Data, "/api/data", params, kwargs))
+
+    def create_data(self, key: str, group: str = "default",
+                    value: Any = None) -> Deferred[Data]:
+        """Store C{value} at C{group}/C{key} (overwriting what was there)."""
+        _check_data_key(key, group)
+        return ensureDeferred(self._create_data(key, group, value))
+
+    async def _create_data(self, key: str, group: str, value: Any) -> Data:
+        return Data(self, await self.put(data_path(group, key), value))
+
+    def delete_data(self, key: str, group: str = "default") -> Deferred[None]:
+        _check_data_key(key, group)
+        return ensureDeferred(self._delete_data(key, group))
+
+    async def _delete_data(self, key: str, group: str) -> None:
+        await self.delete(data_path(group, key))
+
+
+def _check_data_key(key: Any, group: Any) -> None:
+    if not isinstance(key, str) or not key:
+        raise RuntimeError("a data item's key is a non-empty string")
+    if not isinstance(group, str) or not group:
+        raise RuntimeError("a data item's group is a non-empty string")
+
+
+def _params(params: Any) -> Any:
+    """Query parameters as treq takes them, JSON-ish values as strings."""
+    if params is None:
+        return None
+    if not isinstance(params, dict):
+        raise RuntimeError("params is a dict of query parameters")
+    out: dict[str, Any] = {}
+    for key, value in params.items():
+        if value is None:
+            continue
+        if isinstance(value, bool):
+            value = "true" if value else "false"
+        out[str(key)] = [str(v) for v in value] if isinstance(value, (list, tuple)) else str(
+            value)
+    return out
+
+
+
