@@ -51,6 +51,11 @@ def scan(root: str) -> list[dict[str, Any]]:
     ]
     if not os.path.isdir(root):
         return items
+    real_root = os.path.realpath(root)
+
+    def servable(full: str) -> bool:
+        # What resolve() would serve: a file, not a symlink out of the folder.
+        return os.path.isfile(full) and os.path.realpath(full).startswith(real_root + os.sep)
 
     def walk(directory: str, path: str) -> None:
         try:
@@ -61,7 +66,7 @@ def scan(root: str) -> list[dict[str, Any]]:
         variants: dict[str, list[dict[str, str]]] = {}
         for name in sorted(visible):
             full = os.path.join(directory, name)
-            if os.path.isfile(full):
+            if servable(full):
                 split = _split_variant(name, visible)
                 if split is not None:
                     variants.setdefault(split[0], []).append({"name": split[1]})
@@ -72,7 +77,7 @@ def scan(root: str) -> list[dict[str, Any]]:
             if os.path.isdir(full) and not os.path.islink(full):
                 items.append(dict(common, name=name, subtype=FOLDER, variants=[]))
                 walk(full, child)
-            elif os.path.isfile(full):
+            elif servable(full):
                 if _split_variant(name, visible) is not None:
                     continue
                 if name.endswith(".url"):
@@ -93,6 +98,8 @@ def resolve(root: str, path: str, variant: str | None = None) -> str | None:
     The file on disk that serves C{path} (and C{variant}), or C{None} if
     there is none inside C{root}.
     """
+    if "\x00" in path or (variant is not None and "\x00" in variant):
+        return None
     parts = [p for p in path.split("/") if p]
     if not parts or any(p in (".", "..") or p.startswith(".") for p in parts):
         return None

@@ -158,35 +158,48 @@ def user_uuid(username: str) -> str:
     return username.lower()
 
 
+async def _once(storage: IStorage, organization: str, what: str) -> bool:
+    """
+    Whether the seed item C{what} is new to this database (then remember it):
+    an item seeded once and later deleted through the API stays deleted.
+    """
+    if await storage.get(organization, "seeded", what) is not None:
+        return False
+    await storage.insert(organization, "seeded", {"uuid": what}, replace_uuid=False)
+    return True
+
+
 async def apply_seed(storage: IStorage, organizations: list[Organization]) -> None:
-    """Store whatever of the seed the storage lacks."""
+    """
+    Store what the seed declares and this database has never been seeded
+    with; nothing already there is changed.
+    """
     for org in organizations:
+        name = org.name
         for user in org.users:
             key = user_uuid(user["username"])
-            if await storage.get(org.name, "users", key) is None:
+            if await storage.get(name, "users", key) is None and await _once(
+                    storage, name, f"users:{key}"):
                 hashed = await deferToThread(hash_password, user["password"])
                 document = {k: v for k, v in user.items() if k != "password"}
                 document.update(uuid=key, id=str(uuidlib.uuid4()), passwordHash=hashed)
-                await storage.insert(org.name, "users", document, replace_uuid=False)
-        for device in org.devices:
-            await storage.insert(org.name, "devices", device, replace_uuid=False)
-        for app in org.consumer_apps:
-            await storage.insert(org.name, "consumerApps", app, replace_uuid=False)
-        for collection, documents in org.resources.items():
-            for document in documents:
-                await storage.insert(org.name, collection, document, replace_uuid=False)
-        for item in org.data:
-            await storage.insert(
-                org.name, "data",
-                {"uuid": data_uuid(item["group"], item["key"]), "group": item["group"],
-                 "key": item["key"], "value": item["value"]},
-                replace_uuid=False,
-            )
+                await storage.insert(name, "users", document, replace_uuid=False)
+        documents = [("devices", d) for d in org.devices]
+        documents += [("consumerApps", a) for a in org.consumer_apps]
+        documents += [(c, d) for c, ds in org.resources.items() for d in ds]
+        documents += [
+            ("data", {"uuid": data_uuid(item["group"], item["key"]), "group": item["group"],
+                      "key": item["key"], "value": item["value"]})
+            for item in org.data
+        ]
+        for collection, document in documents:
+            if await _once(storage, name, f"{collection}:{document['uuid']}"):
+                await storage.insert(name, collection, document, replace_uuid=False)
         for location, path in org.layouts.items():
-            if await storage.get_blob(org.name, f"layout:{location}") is None:
+            if await _once(storage, name, f"layout:{location}"):
                 with open(path, "rb") as f:
                     image = f.read()
-                await storage.put_blob(org.name, f"layout:{location}", _image_type(path), image)
+                await storage.put_blob(name, f"layout:{location}", _image_type(path), image)
 
 
 def _image_type(path: str) -> str:
