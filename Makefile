@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN = $(VENV)/bin
 
-.PHONY: install demo test server clean
+.PHONY: install demo test server docs clean
 
 # The checkout is installed in "compat" editable mode: a .pth file puts this
 # folder on sys.path, so `exp` and the twistd plugin dropin
@@ -29,6 +29,11 @@ test: install
 	$(BIN)/ruff check exp tests examples benchmarks
 	$(BIN)/mypy exp
 	$(BIN)/pytest
+
+# API reference from the docstrings, into apidocs/ (fails on any broken reference).
+docs: install
+	$(BIN)/pydoctor --project-name=exp --project-base-dir=. --html-output=apidocs \
+		--docformat=epytext --warnings-as-errors -q exp
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -97,5 +97,5 @@ __all__ = [
     "api",
     "start",
     "stop",
-    *INSTANCE_CALLS,
 ]
+__all__ += INSTANCE_CALLS

@@ -1,5 +1,5 @@
 """
-C{twistd exp}: run a device app (or any EXP identity) as a service.
+C{twistd exp}: run a device app (or any EXP identity) as a service::
 
     twistd -n exp --host URL (--uuid U --secret S | --username U --password P
                   --organization O | --uuid U --api-key K | --allow-pairing)

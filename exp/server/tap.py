@@ -1,5 +1,5 @@
 """
-C{twistd exp-server}: run the local EXP server.
+C{twistd exp-server}: run the local EXP server::
 
     twistd -n exp-server [--listen tcp:9000:interface=127.0.0.1] [--db exp.sqlite3]
                          [--seed seed.json] [--content DIR] [--public-url URL]
