@@ -386,9 +386,14 @@ class ExpServer:
 
     async def find(self, req: ApiRequest, collection: str) -> Any:
         identity = self._reader(req)
-        results, total = await self.storage.find(
-            identity.organization, collection, self._query(req)
-        )
+        query = self._query(req)
+        if collection == "devices" and identity.is_consumer:
+            # Filter and sort what a consumer app may see, so that a find
+            # by secret cannot probe device secrets.
+            documents, _ = await self.storage.find(identity.organization, collection, Query())
+            results, total = query.run(self._shown(identity, collection, d) for d in documents)
+            return {"results": results, "total": total}
+        results, total = await self.storage.find(identity.organization, collection, query)
         return {"results": [self._shown(identity, collection, d) for d in results],
                 "total": total}
 
@@ -527,10 +532,12 @@ class ExpServer:
 
     async def delivery(self, req: ApiRequest) -> Any:
         identity = self._identify(req, restricted_ok=True)
+        if identity.is_pairing:
+            raise _forbidden("an unpaired device can only wait to be paired", "device.unpaired")
         root = self._content_root(identity)
         path = req.match["path"]
         filename = None
-        if root is not None and not identity.is_pairing:
+        if root is not None:
             filename = await deferToThread(_content.resolve, root, path, req.param("variant"))
         if filename is None:
             raise _not_found(f"content {path}")

@@ -49,6 +49,19 @@ class Delegate:
     resource: resource.Resource
 
 
+def _not_json(constant: str) -> Any:
+    """Refuse what Python's json accepts but JSON is not: NaN and Infinity."""
+    raise ValueError(f"{constant} is not a JSON value")
+
+
+def _finite(text: str) -> float:
+    """A JSON number too large for a float would be answered as Infinity: refuse it."""
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise ValueError(f"the number {text[:20]} is too large")
+    return value
+
+
 class ApiRequest:
     """What a handler sees of a request."""
 
@@ -77,9 +90,12 @@ class ApiRequest:
         if not raw.strip():
             raise bad_request("request.bodyRequired", "this request needs a JSON body")
         try:
-            return json.loads(raw.decode("utf-8"))
+            return json.loads(raw.decode("utf-8"), parse_constant=_not_json,
+                              parse_float=_finite)
         except (UnicodeDecodeError, ValueError) as e:
             raise bad_request("request.invalidJson", f"the body is not valid JSON: {e}") from None
+        except RecursionError:
+            raise bad_request("request.invalidJson", "the body is nested too deeply") from None
 
     def document(self) -> dict[str, Any]:
         """The JSON body, which must be an object."""
