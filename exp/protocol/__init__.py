@@ -6,6 +6,7 @@ here imports Twisted.
 
 from exp.protocol import _engineio as engineio
 from exp.protocol._channels import ChannelId, InvalidChannelId, encode_channel
+from exp.protocol._engineio import strict_json
 from exp.protocol._tokens import (
     InvalidToken,
     consumer_app_token,
@@ -25,6 +26,7 @@ __all__ = [
     "encode_channel",
     "engineio",
     "sign",
+    "strict_json",
     "to_seconds",
     "unverified_claims",
     "verify",

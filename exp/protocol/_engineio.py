@@ -131,10 +131,36 @@ class SocketIOPacket:
         data = None
         if i < len(text):
             try:
-                data = json.loads(text[i:])
-            except ValueError:
-                raise ProtocolError("Socket.IO packet data is not JSON") from None
+                data = strict_json(text[i:])
+            except ValueError as e:
+                raise ProtocolError(f"Socket.IO packet data is not JSON: {e}") from None
         return cls(kind, data, namespace, packet_id)
+
+
+def _not_json(constant: str) -> Any:
+    """Refuse what Python's json accepts but JSON is not: NaN and Infinity."""
+    raise ValueError(f"{constant} is not a JSON value")
+
+
+def _finite(text: str) -> float:
+    """A number too large for a float would come back as Infinity: refuse it."""
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise ValueError(f"the number {text[:20]} is too large")
+    return value
+
+
+def strict_json(text: str | bytes) -> Any:
+    """
+    Decode standard JSON only: no C{NaN}/C{Infinity}, no number beyond a
+    float's range, no nesting deep enough to exhaust the stack.
+
+    @raise ValueError: if C{text} is not such JSON.
+    """
+    try:
+        return json.loads(text, parse_constant=_not_json, parse_float=_finite)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
 
 
 def event(name: str, data: Any) -> str:

@@ -66,8 +66,11 @@ class IHub(Interface):
     def notify(channel: str, name: str, payload: Any) -> None:
         """Deliver a message for which no response is awaited."""
 
-    def respond(broadcast_id: str, payload: Any) -> bool:
-        """Add a response to a broadcast; whether it is still collecting."""
+    def respond(broadcast_id: str, channel: str, payload: Any) -> bool:
+        """
+        Add a response to the broadcast C{broadcast_id} on C{channel};
+        whether such a broadcast is still collecting.
+        """
 
 
 @implementer(IHub)
@@ -80,7 +83,7 @@ class LocalHub:
         self._clock = clock
         self._subscribers: defaultdict[str, set[ISubscriber]] = defaultdict(set)
         self._channels_of: defaultdict[ISubscriber, set[str]] = defaultdict(set)
-        self._collecting: dict[str, list[Any]] = {}
+        self._collecting: dict[str, tuple[str, list[Any]]] = {}
 
     def subscribe(self, channel: str, subscriber: ISubscriber) -> None:
         self._subscribers[channel].add(subscriber)
@@ -126,14 +129,14 @@ class LocalHub:
 
         d: Deferred[list[Any]] = Deferred(cancel)
         broadcast_id = uuidlib.uuid4().hex
-        self._collecting[broadcast_id] = responses
+        self._collecting[broadcast_id] = (channel, responses)
         self._deliver(broadcast_id, channel, name, payload)
         call = self._clock.callLater(timeout, finish)
         return d
 
-    def respond(self, broadcast_id: str, payload: Any) -> bool:
-        responses = self._collecting.get(broadcast_id)
-        if responses is None:
+    def respond(self, broadcast_id: str, channel: str, payload: Any) -> bool:
+        collecting = self._collecting.get(broadcast_id)
+        if collecting is None or collecting[0] != channel:
             return False
-        responses.append(payload)
+        collecting[1].append(payload)
         return True

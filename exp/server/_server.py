@@ -579,11 +579,11 @@ class ExpServer:
     async def respond(self, req: ApiRequest) -> Any:
         identity = self._reader(req)
         body = req.document()
-        self._channel(identity, body.get("channel"), send=False)
+        channel = self._channel(identity, body.get("channel"), send=False)
         broadcast_id = body.get("id")
         if not isinstance(broadcast_id, str) or not broadcast_id:
             raise bad_request("response.idRequired", "a response names its broadcast's id")
-        self.hub.respond(broadcast_id, body.get("payload"))
+        self.hub.respond(broadcast_id, channel.encode(), body.get("payload"))
         return None
 
 

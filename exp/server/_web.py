@@ -17,6 +17,8 @@ from twisted.internet.defer import CancelledError, ensureDeferred
 from twisted.logger import Logger
 from twisted.web import resource, server
 
+from exp.protocol import strict_json
+
 _log = Logger()
 
 
@@ -49,19 +51,6 @@ class Delegate:
     resource: resource.Resource
 
 
-def _not_json(constant: str) -> Any:
-    """Refuse what Python's json accepts but JSON is not: NaN and Infinity."""
-    raise ValueError(f"{constant} is not a JSON value")
-
-
-def _finite(text: str) -> float:
-    """A JSON number too large for a float would be answered as Infinity: refuse it."""
-    value = float(text)
-    if value in (float("inf"), float("-inf")):
-        raise ValueError(f"the number {text[:20]} is too large")
-    return value
-
-
 class ApiRequest:
     """What a handler sees of a request."""
 
@@ -90,12 +79,9 @@ class ApiRequest:
         if not raw.strip():
             raise bad_request("request.bodyRequired", "this request needs a JSON body")
         try:
-            return json.loads(raw.decode("utf-8"), parse_constant=_not_json,
-                              parse_float=_finite)
+            return strict_json(raw.decode("utf-8"))
         except (UnicodeDecodeError, ValueError) as e:
             raise bad_request("request.invalidJson", f"the body is not valid JSON: {e}") from None
-        except RecursionError:
-            raise bad_request("request.invalidJson", "the body is nested too deeply") from None
 
     def document(self) -> dict[str, Any]:
         """The JSON body, which must be an object."""
