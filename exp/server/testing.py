@@ -1,6 +1,9 @@
 """
-Run a local EXP server inside a test, on a loopback port with a temporary
-database, to test a device app or a script against it over real sockets::
+Run a local EXP server for tests and examples, on a loopback port with a
+temporary database.
+
+In a Twisted program or a pytest-twisted test, L{start_server} runs it in
+the same process and reactor::
 
     from exp.server.testing import start_server
 
@@ -12,6 +15,13 @@ database, to test a device app or a script against it over real sockets::
             await server.stop()
 
 With pytest-twisted, decorate such tests with C{@pytest_twisted.ensureDeferred}.
+
+A blocking script (C{exp.start}) runs it as a child process instead::
+
+    from exp.server.testing import ServerProcess
+
+    with ServerProcess() as server:
+        exp.start(host=server.url, uuid="test-uuid", secret="test-secret")
 """
 
 from __future__ import annotations
@@ -19,7 +29,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
+import subprocess
+import sys
 import tempfile
+import time
+import urllib.error
+import urllib.request
+from types import TracebackType
 from typing import Any
 
 import attrs
@@ -31,7 +48,7 @@ from exp.server._seed import Organization, demo_seed_path, load_seed
 from exp.server._server import ExpServer, ServerConfig
 from exp.server._storage import SQLiteStorage
 
-__all__ = ["DEMO", "RunningServer", "start_server"]
+__all__ = ["DEMO", "RunningServer", "ServerProcess", "start_server"]
 
 #: The credentials of the demo seed.
 DEMO = {
@@ -103,3 +120,84 @@ async def start_server(
     port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(server.site())
     url = f"http://127.0.0.1:{port.getHost().port}"
     return RunningServer(url, server, port, directory, db_path, own)
+
+
+#: C{twistd}, run by this interpreter (what the C{twistd} script does).
+TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
+
+
+def free_port() -> int:
+    """A loopback port that was free a moment ago."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class ServerProcess:
+    """
+    C{twistd -n exp-server} as a child process on a free loopback port, with
+    its database and log in C{directory} (a temporary one by default).  Use
+    it as a context manager, or call L{start} and L{stop}.
+
+    @param args: more C{exp-server} options, e.g. C{"--seed", path}.
+    """
+
+    def __init__(self, *args: str, directory: str | None = None,
+                 startup_timeout: float = 60.0) -> None:
+        self._own = directory is None
+        self.directory = directory or tempfile.mkdtemp(prefix="exp-server-")
+        self.args = args
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = os.path.join(self.directory, "exp-server.log")
+        self.startup_timeout = startup_timeout
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> ServerProcess:
+        """Start the server and wait until it answers HTTP."""
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                [*TWISTD, "-n", "--pidfile=", "exp-server",
+                 "--listen", f"tcp:{self.port}:interface=127.0.0.1", *self.args],
+                cwd=self.directory, stdin=subprocess.DEVNULL, stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + self.startup_timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise OSError(f"exp-server exited ({self.process.returncode}):\n" + self.log())
+            try:
+                urllib.request.urlopen(self.url + "/api/devices", timeout=5)
+            except urllib.error.HTTPError:
+                return self  # it answers (401 without a token)
+            except OSError:
+                time.sleep(0.05)
+                continue
+            return self
+        self.stop()
+        raise OSError("exp-server did not answer in time:\n" + self.log())
+
+    def log(self) -> str:
+        with open(self.log_path, errors="replace") as f:
+            return f.read()
+
+    def stop(self) -> int | None:
+        """Stop the server (SIGTERM, then SIGKILL if it lingers); its exit code."""
+        process = self.process
+        if process is not None and process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(self.startup_timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(self.startup_timeout)
+        if self._own:
+            shutil.rmtree(self.directory, ignore_errors=True)
+        return None if process is None else process.returncode
+
+    def __enter__(self) -> ServerProcess:
+        return self.start()
+
+    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
