@@ -83,6 +83,12 @@ class Authenticator:
             self.payload = None
             self._cancel_timer()
             self._run(self._login)
+        elif self._task is not None and self.payload is not None and self.error is None \
+                and not self._stopped:
+            # a refresh is in flight: answer its payload, not the refused one
+            d: Deferred[dict[str, Any]] = Deferred()
+            self._waiters.append(d)
+            return d
         return self.current()
 
     def paired(self, uuid: str, secret: str) -> None:

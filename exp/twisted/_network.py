@@ -13,12 +13,21 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode, urlsplit
 
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
+from automat import NoTransition
 from twisted.application.internet import ClientService
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, gatherResults, succeed
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import (
+    IDelayedCall,
+    IProtocol,
+    IProtocolFactory,
+    IReactorTime,
+    IStreamClientEndpoint,
+)
 from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from exp.errors import NetworkError
 from exp.protocol import engineio as eio
@@ -76,7 +85,10 @@ class _Socket(WebSocketClientProtocol):
 
     def __init__(self) -> None:
         super().__init__()
-        self.ready: Deferred[_Socket] = Deferred()
+        # cancelled by ClientService when it stops during the handshake
+        self.ready: Deferred[_Socket] = Deferred(lambda d: self.dropConnection(abort=True))
+        #: fires once the connection is closed
+        self.gone: Deferred[None] = Deferred()
         self._heartbeat: Heartbeat | None = None
 
     def send_text(self, text: str) -> None:
@@ -137,6 +149,8 @@ class _Socket(WebSocketClientProtocol):
                 self.factory.network.token_refused()
             self.ready.errback(NetworkError(f"could not join the network: {reason}"))
         self.factory.network.closed(self)
+        if not self.gone.called:
+            self.gone.callback(None)
 
 
 class _SocketFactory(WebSocketClientFactory):
@@ -154,6 +168,58 @@ def socket_url(network_host: str, token: str) -> str:
     scheme = "wss" if parts.scheme == "https" else "ws"
     query = urlencode({"EIO": "3", "transport": "websocket", "token": token})
     return f"{scheme}://{parts.netloc}{parts.path.rstrip('/')}/socket.io/?{query}"
+
+
+@implementer(IProtocol)
+class _LossGuard:
+    """
+    The protocol ClientService made for one connection, minus one error.
+
+    ClientService's state machine has no transition for losing a connection
+    that C{prepareConnection} never accepted (refused by the network, a failed
+    handshake, or cancelled by C{stopService}): it raises C{NoTransition} into
+    the reactor as an unhandled error.  By then the service has already
+    counted the attempt as failed and scheduled the next one (or stopped), so
+    that error is dropped here.
+    """
+
+    def __init__(self, wrapped: Any) -> None:
+        self._wrapped = wrapped
+
+    def connectionLost(self, reason: Failure) -> None:
+        try:
+            self._wrapped.connectionLost(reason)
+        except NoTransition:
+            pass
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._wrapped, name)
+
+
+@implementer(IProtocolFactory)
+class _LossGuardFactory:
+    def __init__(self, wrapped: Any) -> None:
+        self._wrapped = wrapped
+
+    def buildProtocol(self, addr: Any) -> _LossGuard | None:
+        protocol = self._wrapped.buildProtocol(addr)
+        return None if protocol is None else _LossGuard(protocol)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._wrapped, name)
+
+
+@implementer(IStreamClientEndpoint)
+class _LossGuardEndpoint:
+    """An endpoint whose connections are wrapped in L{_LossGuard}."""
+
+    def __init__(self, wrapped: Any) -> None:
+        self._wrapped = wrapped
+
+    def connect(self, factory: Any) -> Deferred[Any]:
+        d: Deferred[Any] = self._wrapped.connect(_LossGuardFactory(factory))
+        # ClientService gets the protocol it made, the transport the guard
+        return d.addCallback(lambda guard: guard._wrapped)
 
 
 def _reconnect_policy(backoff: Callable[[int], float]) -> Callable[[int], float]:
@@ -186,6 +252,7 @@ class Network(Service):
         self._requests: deque[list[str]] = deque()
         self._waiting: dict[str, list[Deferred[None]]] = {}
         self._connected_waiters: list[Deferred[None]] = []
+        self._open: set[Deferred[None]] = set()  # the gone of each socket still open
 
     @property
     def is_connected(self) -> bool:
@@ -213,12 +280,16 @@ class Network(Service):
 
             endpoint = wrapClientTLS(optionsForClientTLS(host), endpoint)
         self._client = ClientService(
-            endpoint, self._factory, retryPolicy=_reconnect_policy(self._retry_policy),
-            clock=self.clock, prepareConnection=self._prepare,
+            _LossGuardEndpoint(endpoint), self._factory,
+            retryPolicy=_reconnect_policy(self._retry_policy), clock=self.clock,
+            prepareConnection=self._prepare,
         )
         self._client.startService()
 
     def _prepare(self, socket: Any) -> Deferred[None]:
+        gone: Deferred[None] = socket.gone
+        self._open.add(gone)
+        gone.addCallback(lambda _: self._open.discard(gone))
         return socket.ready.addCallback(self._opened)
 
     def _opened(self, socket: _Socket) -> None:
@@ -323,5 +394,7 @@ class Network(Service):
             d.errback(error)
         self._connected_waiters = []
         if self._client is not None:
-            return self._client.stopService()
+            # also wait for a socket dropped in the middle of its handshake
+            stopped = self._client.stopService()
+            return gatherResults([stopped, *self._open]).addCallback(lambda _: None)
         return None
