@@ -27,11 +27,16 @@ _started = False
 
 
 class _ToExpLogger(logging.Handler):
-    """Hands Twisted's log records (crochet's C{twisted} logger) to C{exp}."""
+    """
+    Hands Twisted's log records (crochet's C{twisted} logger) to C{exp}; the
+    C{exp} logger's level decides what is shown, not the C{twisted} one's.
+    """
 
     def emit(self, record: logging.LogRecord) -> None:
-        record.name = "exp"
-        logging.getLogger("exp").handle(record)
+        logger = logging.getLogger("exp")
+        if logger.isEnabledFor(record.levelno):
+            record.name = "exp"
+            logger.handle(record)
 
 
 def _setup() -> None:
@@ -42,6 +47,7 @@ def _setup() -> None:
             return
         twisted_logger = logging.getLogger("twisted")
         twisted_logger.addHandler(_ToExpLogger())
+        twisted_logger.setLevel(logging.DEBUG)  # filtered by the exp logger's level
         twisted_logger.propagate = False
         crochet.setup()
         _started = True
@@ -59,6 +65,10 @@ def _in_reactor(f: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         return result.wait(threading.TIMEOUT_MAX)
     except KeyboardInterrupt:
         result.cancel()
+        try:  # take the cancelled call's outcome, or crochet logs it as unhandled
+            result.wait(1)
+        except Exception:
+            pass
         raise
 
 
