@@ -1,12 +1,14 @@
 # The two commands of the README: `make demo` and `make test`.
-# Everything is installed into .venv; nothing else on the machine is assumed
-# but python3 (with venv) and make.
+# Everything is installed into .venv (and, for the tests, tests/interop/node_modules);
+# nothing else on the machine is assumed but python3 (with venv), make, and for the
+# tests node with npm.
 
 PYTHON ?= python3
 VENV ?= .venv
 BIN = $(VENV)/bin
+INTEROP = tests/interop
 
-.PHONY: install demo test server docs clean
+.PHONY: venv install demo test server docs clean
 
 # The checkout is installed in "compat" editable mode: a .pth file puts this
 # folder on sys.path, so `exp` and the twistd plugin dropin
@@ -17,12 +19,20 @@ $(BIN)/.deps: pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[test]' --config-settings editable_mode=compat
 	touch $@
 
-install: $(BIN)/.deps
+# The unmodified Socket.IO 2.x client and server the interop tests run, exactly
+# as package-lock.json pins them.
+$(INTEROP)/node_modules/.deps: $(INTEROP)/package.json $(INTEROP)/package-lock.json
+	cd $(INTEROP) && npm ci --no-audit --no-fund
+	touch $@
 
-demo: install
-	$(BIN)/python examples/quickstart.py
+venv: $(BIN)/.deps
 
-server: install
+install: venv $(INTEROP)/node_modules/.deps
+
+demo: venv
+	$(BIN)/python examples/walkthrough.py
+
+server: venv
 	$(BIN)/twistd -n exp-server
 
 test: install
@@ -31,9 +41,9 @@ test: install
 	$(BIN)/pytest
 
 # API reference from the docstrings, into apidocs/ (fails on any broken reference).
-docs: install
+docs: venv
 	$(BIN)/pydoctor --project-name=exp --project-base-dir=. --html-output=apidocs \
 		--docformat=epytext --warnings-as-errors -q exp
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build *.egg-info $(INTEROP)/node_modules

@@ -39,13 +39,18 @@ _CREDENTIALS = ("username", "password", "organization", "uuid", "secret", "api_k
 
 def load_app(spec: str) -> Callable[[ExpService], Any]:
     """
-    The callable named by C{module:callable}.
+    The callable named by C{module:callable}, looked up in the current
+    directory too.
 
     @raise usage.UsageError: naming what cannot be found.
     """
     module_name, _, attribute = spec.partition(":")
     if not module_name or not attribute:
         raise usage.UsageError(f"--app must be module:callable, not {spec!r}")
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        # the twistd console script does not put the working directory on
+        # sys.path (python -m does): a module next to the user is found too
+        sys.path.insert(0, os.getcwd())
     try:
         module = importlib.import_module(module_name)
     except ImportError as e:
@@ -142,7 +147,8 @@ class DeviceService(service.MultiService):
                 if inspect.isawaitable(result):
                     await result
         except ExpError as e:
-            self._fail(str(e))
+            if self.running:  # not merely stopped (SIGTERM) while logging in
+                self._fail(str(e))
         except Exception:
             self._log.failure("the EXP service failed to start")
             self._fail("the EXP service failed to start (see the log above)")

@@ -72,7 +72,7 @@ class ExpService(MultiService):
                  reactor: Any = None, request_timeout: float = 30.0,
                  retry_policy: Callable[[int], float] | None = None) -> None:
         super().__init__()
-        self.options: Options = check_options(
+        options = check_options(
             host=host, username=username, password=password, organization=organization,
             uuid=uuid, secret=secret, api_key=api_key, allow_pairing=allow_pairing,
             enable_network=enable_network, auth=auth,
@@ -86,14 +86,22 @@ class ExpService(MultiService):
         self.events = Events()
         retry = retry_policy or backoffPolicy(initialDelay=1.0, maxDelay=30.0)
         self._http = Http(reactor, request_timeout)
-        self._auth = Authenticator(self.options, self._http, reactor, self.events, retry,
+        self._auth = Authenticator(options, self._http, reactor, self.events, retry,
                                    self._auth_updated)
         self._network: Network | None = None
-        if self.options.enable_network:
+        if options.enable_network:
             self._network = Network(reactor, self.events, retry, self._socket_refused)
             self._network.setServiceParent(self)
         self._pairing_listener: Listener | None = None
         self._stopped = False
+
+    @property
+    def options(self) -> Options:
+        """
+        The options in use; once a pairing device is paired, with the C{uuid}
+        and C{secret} it was given (store them for its next start).
+        """
+        return self._auth.options
 
     # -- lifetime --------------------------------------------------------------
 
