@@ -16,6 +16,7 @@ from typing import Any
 
 from autobahn.twisted.resource import WebSocketResource
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from autobahn.websocket.protocol import PreparedMessage
 from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
@@ -47,6 +48,18 @@ class Network:
         self.ping_timeout = ping_timeout
         self.max_message = max_message
         self.sessions: dict[str, Session] = {}
+        self._prepared: tuple[Message, PreparedMessage] | None = None
+
+    def prepared(self, message: Message) -> PreparedMessage:
+        """
+        The WebSocket frame of C{message}, framed once for all the sessions it
+        goes to (the hub hands one message to each subscriber in turn).
+        """
+        cached = self._prepared
+        if cached is None or cached[0] is not message:
+            frame = message.frame().encode("utf-8")
+            cached = self._prepared = (message, PreparedMessage(frame, False, False, False))
+        return cached[1]
 
     def authenticate(self, params: dict[str, list[str]]) -> Identity:
         """
@@ -87,6 +100,7 @@ class Session:
         self._poll: server.Request | None = None
         self.websocket: _WebSocket | None = None
         self._upgrading: _WebSocket | None = None
+        self._probed: _WebSocket | None = None
         self._timeout: IDelayedCall | None = None
         self.channels: set[str] = set()
         self._touch()
@@ -127,6 +141,9 @@ class Session:
         self._flush_poll()
 
     def deliver(self, message: Message) -> None:
+        if self.websocket is not None and not self.closed:
+            self.websocket.send_prepared(self.network.prepared(message))
+            return
         self.send(message.frame())
 
     def _flush_poll(self) -> None:
@@ -144,6 +161,14 @@ class Session:
         self._poll = request
         request.notifyFinish().addBoth(lambda _: self._forget_poll(request))
         self._flush_poll()
+        if self._probed is not None and self._probed is self._upgrading:
+            self._end_poll()  # a probed client only polls until it can pause
+
+    def _end_poll(self) -> None:
+        """Answer the pending poll, if any, with a noop."""
+        if self._poll is not None:
+            request, self._poll = self._poll, None
+            _answer_payload(request, [eio.Packet(eio.NOOP).encode()])
 
     def _forget_poll(self, request: server.Request) -> None:
         if self._poll is request:
@@ -174,13 +199,15 @@ class Session:
     def _receive_probe(self, packet: eio.Packet, websocket: _WebSocket) -> None:
         if packet.type == eio.PING and packet.data == "probe":
             websocket.sendMessage(eio.Packet(eio.PONG, "probe").encode().encode("utf-8"))
+            # As engine.io: end the pending poll, as engine.io-client waits for
+            # it to complete before it sends 5.
+            self._probed = websocket
+            self._end_poll()
         elif packet.type == eio.UPGRADE:
             self._upgrading = None
             self.websocket = websocket
             queued, self._queue = self._queue, []
-            if self._poll is not None:
-                request, self._poll = self._poll, None
-                _answer_payload(request, [eio.Packet(eio.NOOP).encode()])
+            self._end_poll()
             for text in queued:
                 websocket.sendMessage(text.encode("utf-8"))
         else:
@@ -300,6 +327,14 @@ class _WebSocket(WebSocketServerProtocol):
     def network(self) -> Network:
         return self.factory.network
 
+    def send_prepared(self, prepared: PreparedMessage) -> None:
+        """L{sendMessage} of a message framed once for many connections."""
+        if (self.state != self.STATE_OPEN
+                or 0 < getattr(self, "maxMessagePayloadSize", 0) < len(prepared.payload)):
+            self.sendMessage(prepared.payload)  # which refuses it
+            return
+        self.sendPreparedMessage(prepared)
+
     def onConnect(self, request: ConnectionRequest) -> None:
         params = request.params
         if (params.get("EIO") or [""])[-1] != "3":
@@ -391,6 +426,9 @@ class EngineIOResource(resource.Resource):
         session = self.network.sessions.get(sid)
         if session is None:
             return _engineio_error(request, 400, UNKNOWN_SID, "Session ID unknown")
+        if session.websocket is not None:
+            # As engine.io: a session on WebSocket no longer polls.
+            return _engineio_error(request, 400, BAD_REQUEST, "Bad request")
         if request.method == b"GET":
             session.attach_poll(request)
             return server.NOT_DONE_YET
