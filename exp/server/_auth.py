@@ -15,7 +15,7 @@ from typing import Any
 
 import attrs
 
-from exp.protocol import ChannelId, InvalidToken, sign, verify
+from exp.protocol import ChannelId, InvalidToken, sign, to_seconds, verify
 
 #: scrypt cost: about 50 ms a hash on a current core.
 _SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**14, 8, 1
@@ -103,12 +103,22 @@ class Identity:
         return out
 
 
+#: How many verified tokens L{TokenIssuer} remembers.
+TOKEN_CACHE_SIZE = 4096
+
+
 @attrs.frozen
 class TokenIssuer:
-    """Signs and verifies the server's own tokens with its key."""
+    """
+    Signs and verifies the server's own tokens with its key.  A verified
+    token is remembered with its identity (its expiry still checked on every
+    use), so that a client's every request does not pay for HMAC and JSON.
+    """
 
     key: str
     lifetime: float = 3600.0
+    _verified: dict[str, tuple[Identity, float]] = attrs.field(
+        factory=dict, init=False, eq=False, repr=False)
 
     def issue(self, identity: Identity, public_url: str) -> dict[str, Any]:
         """The auth payload of PROTOCOL.md A2 for C{identity}."""
@@ -139,6 +149,19 @@ class TokenIssuer:
 
         @raise InvalidToken: if the token is not one of ours or has expired.
         """
+        if isinstance(token, str):
+            known = self._verified.get(token)
+            if known is not None:
+                if known[1] > time.time():
+                    return known[0]
+                del self._verified[token]
+        identity, expires = self._identify(token)
+        if len(self._verified) >= TOKEN_CACHE_SIZE:
+            self._verified.clear()
+        self._verified[str(token)] = (identity, expires)
+        return identity
+
+    def _identify(self, token: object) -> tuple[Identity, float]:
         claims = verify(token, self.key)
         try:
             kind, uuid, org = claims["typ"], claims["sub"], claims["org"]
@@ -146,11 +169,12 @@ class TokenIssuer:
             raise InvalidToken(f"token lacks the {e.args[0]} claim") from None
         if not all(isinstance(v, str) for v in (kind, uuid, org)) or "exp" not in claims:
             raise InvalidToken("token claims are malformed")
-        return Identity(
+        identity = Identity(
             type=kind, uuid=uuid, organization=org, username=claims.get("usr"),
             paired="pair" not in claims, pairing_code=claims.get("pair"),
             restricted=bool(claims.get("rt")),
         )
+        return identity, to_seconds(claims["exp"])
 
 
 def channel_allowed(identity: Identity, channel: ChannelId, *, send: bool) -> bool:

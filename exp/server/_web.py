@@ -5,6 +5,7 @@ errors as C{{code, message}}.
 
 from __future__ import annotations
 
+import inspect
 import json
 import re
 from collections.abc import Awaitable, Callable
@@ -103,6 +104,7 @@ class _Route:
     method: bytes
     pattern: re.Pattern[str]
     handler: Handler
+    template: str = ""
 
 
 def _compile(template: str) -> re.Pattern[str]:
@@ -129,9 +131,12 @@ class Router(resource.Resource):
         self._routes: list[_Route] = []
 
     def add(self, method: str, template: str, handler: Handler) -> None:
-        self._routes.append(
-            _Route(method.encode("ascii"), _compile(self._prefix + template), handler)
-        )
+        self._routes.append(_Route(method.encode("ascii"), _compile(self._prefix + template),
+                                   handler, self._prefix + template))
+
+    def routes(self) -> list[tuple[str, str]]:
+        """The C{(method, path template)} of every route, in the order added."""
+        return [(route.method.decode("ascii"), route.template) for route in self._routes]
 
     def render(self, request: server.Request) -> int:
         d = ensureDeferred(self._dispatch(request))
@@ -216,11 +221,20 @@ def _write_answer(request: server.Request, answer: Any) -> None:
     _write_json(request, answer)
 
 
+#: Twisted can be told not to parse bodies as forms (the API has none).
+_SKIP_FORMS = "parsePOSTFormSubmission" in inspect.signature(server.Request.__init__).parameters
+
+
 class LimitedRequest(server.Request):
     """A request that refuses to buffer a body over the site's limit."""
 
     body_too_large = False
     _received = 0
+
+    def __init__(self, channel: Any, *args: Any, **kwargs: Any) -> None:
+        if _SKIP_FORMS:
+            kwargs["parsePOSTFormSubmission"] = False
+        super().__init__(channel, *args, **kwargs)
 
     def _limit(self) -> int:
         return int(getattr(getattr(self.channel, "site", None), "max_body", 1 << 20))
