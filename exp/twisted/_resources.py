@@ -31,14 +31,42 @@ class ResourceList(list[Any]):
                 setattr(self, key, value)
 
 
-class Resource:
-    """A document of the API with C{document}, C{save}, C{refresh}, C{delete}."""
-
-    collection: ClassVar[str] = ""
+class _Stored:
+    """A document stored at a path of the API: C{refresh}, C{delete}, C{get_channel}."""
 
     def __init__(self, service: ExpService, document: dict[str, Any]) -> None:
         self._service = service
         self.document = document
+
+    def _path(self) -> str:
+        raise NotImplementedError
+
+    def _channel_name(self) -> str:
+        raise NotImplementedError
+
+    def refresh(self) -> Deferred[Any]:
+        """GET the document again."""
+        return ensureDeferred(self._refresh())
+
+    async def _refresh(self) -> Any:
+        self.document = await self._service.get(self._path())
+        return self
+
+    def delete(self) -> Deferred[None]:
+        return ensureDeferred(self._delete())
+
+    async def _delete(self) -> None:
+        await self._service.delete(self._path())
+
+    def get_channel(self, system: bool = False, consumer: bool = False) -> Channel:
+        """The channel of this document (system notifications: C{system=True})."""
+        return self._service.get_channel(self._channel_name(), system, consumer)
+
+
+class Resource(_Stored):
+    """A document of the API with C{document}, C{save}, C{refresh}, C{delete}."""
+
+    collection: ClassVar[str] = ""
 
     @property
     def uuid(self) -> str | None:
@@ -69,28 +97,10 @@ class Resource:
         self.document = await self._service.patch(self._path(), self.document)
         return self
 
-    def refresh(self) -> Deferred[Resource]:
-        """GET the document again."""
-        return ensureDeferred(self._refresh())
-
-    async def _refresh(self) -> Resource:
-        self.document = await self._service.get(self._path())
-        return self
-
-    def delete(self) -> Deferred[None]:
-        return ensureDeferred(self._delete())
-
-    async def _delete(self) -> None:
-        await self._service.delete(self._path())
-
     def _channel_name(self) -> str:
         if not self.uuid:
             raise RuntimeError(f"this {type(self).__name__.lower()} has no uuid")
         return self.uuid
-
-    def get_channel(self, system: bool = False, consumer: bool = False) -> Channel:
-        """The channel of this resource (system notifications: C{system=True})."""
-        return self._service.get_channel(self._channel_name(), system, consumer)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.uuid} {self.name!r}>"
@@ -274,12 +284,8 @@ class Content(Resource):
         raise RuntimeError("content is read-only")
 
 
-class Data:
+class Data(_Stored):
     """A data item: C{key}, C{group} and a settable C{value}."""
-
-    def __init__(self, service: ExpService, document: dict[str, Any]) -> None:
-        self._service = service
-        self.document = document
 
     @property
     def key(self) -> str:
@@ -307,21 +313,8 @@ class Data:
         self.document = await self._service.put(self._path(), self.value)
         return self
 
-    def refresh(self) -> Deferred[Data]:
-        return ensureDeferred(self._refresh())
-
-    async def _refresh(self) -> Data:
-        self.document = await self._service.get(self._path())
-        return self
-
-    def delete(self) -> Deferred[None]:
-        return ensureDeferred(self._delete())
-
-    async def _delete(self) -> None:
-        await self._service.delete(self._path())
-
-    def get_channel(self, system: bool = False, consumer: bool = False) -> Channel:
-        return self._service.get_channel(f"data:{self.group}:{self.key}", system, consumer)
+    def _channel_name(self) -> str:
+        return f"data:{self.group}:{self.key}"
 
     def __repr__(self) -> str:
         return f"<Data {self.group}/{self.key}>"
