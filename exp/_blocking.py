@@ -18,6 +18,7 @@ from twisted.python import threadable
 from exp._options import check_options
 from exp.errors import RuntimeError
 from exp.twisted._channels import Broadcast, Channel, Listener
+from exp.twisted._logs import LogShipper
 from exp.twisted._resources import Content, Data, Resource, ResourceList, Zone
 from exp.twisted._service import ExpService
 
@@ -99,6 +100,28 @@ def _threaded_callback(callback: Callable[[Any], Any]) -> Callable[[Any], Deferr
     return run
 
 
+class _ShippingHandler(logging.Handler):
+    """Hands log records to a L{LogShipper} in the reactor thread."""
+
+    def __init__(self, shipper: LogShipper, level: int) -> None:
+        super().__init__(level)
+        self._shipper = shipper
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.name == "exp" and record.levelno < logging.WARNING:
+            return  # Twisted's own chatter, bridged by _ToExpLogger
+        try:
+            message = self.format(record)
+        except Exception:
+            self.handleError(record)
+            return
+        from twisted.internet import reactor
+
+        reactor.callFromThread(  # type: ignore[attr-defined]
+            self._shipper.add, record.levelname.lower(), message, record.created,
+            logger=record.name)
+
+
 class Blocking:
     """
     A blocking view of an object of L{exp.twisted}: attributes read and
@@ -174,6 +197,14 @@ class Exp(Blocking):
             reactor.callInThread(callback, *args)  # type: ignore[attr-defined]
 
         return _in_reactor(self.service.on, name, threaded)
+
+    def log_handler(self, level: int = logging.INFO) -> logging.Handler:
+        """
+        A stdlib C{logging} handler that ships records to EXP in batches,
+        never blocking or failing the program (C{logging.getLogger().addHandler(
+        instance.log_handler())}).
+        """
+        return _ShippingHandler(_in_reactor(self.service.log_observer), level)
 
     def stop(self) -> None:
         """Stop this instance: listeners cancelled, connections closed."""

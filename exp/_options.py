@@ -49,7 +49,10 @@ class Options:
 def _check_host(host: object) -> str:
     if not isinstance(host, str) or not host:
         raise RuntimeError("host must be a URL such as 'https://api.goexp.io'")
-    parts = urlsplit(host)
+    try:
+        parts = urlsplit(host)
+    except ValueError:  # e.g. an unclosed '[' of an IPv6 address
+        raise RuntimeError(f"host {host!r} is not a valid URL") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise RuntimeError(
             f"host must be an http:// or https:// URL with a host name, not {host!r}"
@@ -72,7 +75,40 @@ def _check_auth(auth: object) -> dict[str, Any]:
         raise RuntimeError(f"auth is not an auth payload: it lacks {', '.join(missing)}")
     if not isinstance(auth["token"], str) or not isinstance(auth["identity"], dict):
         raise RuntimeError("auth is not an auth payload: token or identity is malformed")
+    expiration = auth["expiration"]
+    if not isinstance(expiration, (int, float)) or isinstance(expiration, bool) or not (
+            -1e300 < expiration < 1e300):  # also not NaN or infinite
+        raise RuntimeError("auth is not an auth payload: expiration is not a time in ms")
+    for part in ("api", "network"):
+        if not isinstance(auth[part], dict) or "host" not in auth[part]:
+            raise RuntimeError(f"auth is not an auth payload: {part} lacks a host")
+        try:
+            _check_host(auth[part]["host"])
+        except RuntimeError as e:
+            raise RuntimeError(f"auth is not an auth payload: {part}.{e}") from None
     return dict(auth)
+
+
+#: The longest timeout, wait or age in seconds (about 30 years): beyond it a
+#: timer's arithmetic overflows.
+MAX_SECONDS = 1e9
+
+
+def check_seconds(value: object, what: str = "timeout") -> float:
+    """
+    A number of seconds a timer can be set to.
+
+    @raise exp.RuntimeError: unless C{value} is an int or float from 0 to
+        L{MAX_SECONDS} (not NaN, not infinite, not a string).
+    """
+    if not isinstance(value, (int, float)) or not 0 <= value <= MAX_SECONDS:
+        try:
+            shown = repr(value)
+        except Exception:  # e.g. an int with too many digits to print
+            shown = type(value).__name__
+        raise RuntimeError(
+            f"{what} is a number of seconds from 0 to {MAX_SECONDS:g}, not {shown:.40}")
+    return float(value)
 
 
 def auth_expired(auth: dict[str, Any], now: float | None = None) -> bool:

@@ -8,6 +8,7 @@ Pure functions over text; no sockets, no Twisted.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable
 from typing import Any
 
@@ -81,7 +82,7 @@ def decode_payload(text: str) -> list[Packet]:
     while i < len(text):
         colon = text.find(":", i)
         digits = text[i:colon] if colon >= 0 else ""
-        if not digits.isdigit() or len(digits) > 10:
+        if not (digits.isascii() and digits.isdigit()) or len(digits) > 10:
             raise ProtocolError("payload length is not a number")
         end = _utf16_prefix(text, colon + 1, int(digits))
         if end > colon + 1:
@@ -125,9 +126,12 @@ class SocketIOPacket:
             namespace = text[i:end]
             i = end + 1
         start = i
-        while i < len(text) and text[i].isdigit():
+        while i < len(text) and "0" <= text[i] <= "9":
             i += 1
-        packet_id = int(text[start:i]) if i > start else None
+        try:
+            packet_id = int(text[start:i]) if i > start else None
+        except ValueError:  # more digits than int() takes
+            raise ProtocolError("Socket.IO packet id is too long") from None
         data = None
         if i < len(text):
             try:
@@ -150,17 +154,60 @@ def _finite(text: str) -> float:
     return value
 
 
+#: The deepest nesting L{strict_json} accepts: whatever it returns can be
+#: encoded again, wrapped in a few more levels, from any stack depth.
+MAX_DEPTH = 500
+#: Where a lone surrogate could come from: an escape, or one already in the text.
+_SURROGATE_SOURCE = re.compile(r"\\u[dD][89abcdefABCDEF]|[\ud800-\udfff]")
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+
+def _too_deep(value: Any) -> bool:
+    """Whether C{value} nests containers deeper than L{MAX_DEPTH}."""
+    level = [value]
+    for _ in range(MAX_DEPTH):
+        level = [child for item in level
+                 for child in (item.values() if isinstance(item, dict) else item)
+                 if isinstance(child, (list, dict))]
+        if not level:
+            return False
+    return True
+
+
+def _has_lone_surrogate(value: Any) -> bool:
+    """Whether C{value} holds a string (or key) that is not Unicode text."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if _SURROGATE.search(item):
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item)
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
+
+
 def strict_json(text: str | bytes) -> Any:
     """
     Decode standard JSON only: no C{NaN}/C{Infinity}, no number beyond a
-    float's range, no nesting deep enough to exhaust the stack.
+    float's range, no nesting deeper than L{MAX_DEPTH}, no string with a
+    lone surrogate (C{"\\ud800"}: not text, and not encodable).
 
     @raise ValueError: if C{text} is not such JSON.
     """
     try:
-        return json.loads(text, parse_constant=_not_json, parse_float=_finite)
+        value = json.loads(text, parse_constant=_not_json, parse_float=_finite)
     except RecursionError:
         raise ValueError("JSON nested too deeply") from None
+    source = text if isinstance(text, str) else text.decode("utf-8", "replace")
+    if source.count("[") + source.count("{") > MAX_DEPTH and _too_deep(value):
+        raise ValueError(f"JSON nested more than {MAX_DEPTH} deep")
+    if _SURROGATE_SOURCE.search(source) and _has_lone_surrogate(value):
+        raise ValueError("a string holds a lone UTF-16 surrogate")
+    return value
 
 
 def event(name: str, data: Any) -> str:

@@ -6,6 +6,7 @@ or (older clients) in milliseconds.
 from __future__ import annotations
 
 import json
+import math
 import time
 from typing import Any
 
@@ -41,11 +42,17 @@ def to_seconds(value: object) -> float:
     """
     Normalise a JWT time claim to seconds since the epoch.
 
-    @raise InvalidToken: if C{value} is not a number.
+    @raise InvalidToken: if C{value} is not a finite number a float can hold.
     """
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise InvalidToken("a time claim must be a number")
-    return value / 1000.0 if value > MILLISECONDS_THRESHOLD else float(value)
+    try:
+        seconds = value / 1000.0 if value > MILLISECONDS_THRESHOLD else float(value)
+    except OverflowError:
+        raise InvalidToken("a time claim is out of range") from None
+    if not math.isfinite(seconds):
+        raise InvalidToken("a time claim must be a finite number")
+    return seconds
 
 
 def sign(claims: dict[str, Any], key: str | bytes) -> str:
@@ -57,7 +64,7 @@ def sign(claims: dict[str, Any], key: str | bytes) -> str:
 def _claims(payload: bytes) -> dict[str, Any]:
     try:
         claims = json.loads(payload)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise InvalidToken("token claims are not JSON") from None
     if not isinstance(claims, dict):
         raise InvalidToken("token claims must be an object")
@@ -70,8 +77,8 @@ def unverified_claims(token: object) -> dict[str, Any]:
 
     @raise InvalidToken: if the token cannot be parsed.
     """
-    if not isinstance(token, str):
-        raise InvalidToken("a token is a string")
+    if not isinstance(token, str) or not token.isascii():
+        raise InvalidToken("a token is an ASCII string")
     try:
         payload = _jws.decode(token, options={"verify_signature": False})
     except jwt.PyJWTError as e:
@@ -86,8 +93,8 @@ def verify(token: object, key: str | bytes, now: float | None = None) -> dict[st
     @raise InvalidToken: if the token is malformed, not signed with C{key}
         using HS256, or expired.
     """
-    if not isinstance(token, str):
-        raise InvalidToken("a token is a string")
+    if not isinstance(token, str) or not token.isascii():
+        raise InvalidToken("a token is an ASCII string")
     try:
         payload = _jws.decode(token, key, algorithms=[ALGORITHM])
     except jwt.PyJWTError as e:

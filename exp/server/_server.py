@@ -5,8 +5,13 @@ rules of Part B, over an L{IStorage} and an L{IHub}.
 
 from __future__ import annotations
 
+import functools
+import json
 import math
+import re
 import secrets
+import time
+from importlib import resources as importlib_resources
 from typing import Any
 
 import attrs
@@ -44,6 +49,7 @@ from exp.server._web import (
     NotFound,
     Raw,
     Router,
+    access_log_formatter,
     bad_request,
 )
 
@@ -56,6 +62,8 @@ RESOURCE_PATHS = {
     "connectors/feeds": "feeds",
 }
 _PAIRING_SECRET = "_"
+#: A layout's media type: C{image/} and a subtype (RFC 6838), lowercased.
+_IMAGE_TYPE = re.compile(r"image/[a-z0-9][a-z0-9!#$&^_.+-]{0,126}")
 #: Checked against when a user is unknown, so that answers take as long.
 _DUMMY_HASH = hash_password(secrets.token_hex(8))
 
@@ -120,6 +128,9 @@ class ExpServer:
         self._pool = HTTPConnectionPool(reactor, persistent=True)
         self.http = HTTPClient(Agent(reactor, pool=self._pool))
         self.tokens: TokenIssuer | None = None
+        #: Devices deleted through the API, by (organization, uuid): their
+        #: tokens are refused until the last one issued before has expired.
+        self._deleted_devices: dict[tuple[str, str], float] = {}
         self.router = Router()
         self._add_routes()
         self.network = Network(
@@ -149,7 +160,8 @@ class ExpServer:
         return root
 
     def site(self) -> server.Site:
-        site = server.Site(self.resource(), requestFactory=LimitedRequest)
+        site = server.Site(self.resource(), requestFactory=LimitedRequest,
+                           logFormatter=access_log_formatter)
         site.max_body = self.config.max_body  # type: ignore[attr-defined]
         site.displayTracebacks = False
         return site
@@ -164,7 +176,30 @@ class ExpServer:
     def _identify_token(self, token: str) -> Identity:
         if self.tokens is None:
             raise InvalidToken("the server is starting")
-        return self.tokens.identify(token)
+        return self._existing(self.tokens.identify(token))
+
+    def _existing(self, identity: Identity) -> Identity:
+        """
+        C{identity}, unless it is a device deleted since its token was issued.
+
+        @raise InvalidToken: if it is.
+        """
+        if identity.type == DEVICE and self._deleted_devices:
+            key = (identity.organization, identity.uuid)
+            until = self._deleted_devices.get(key)
+            if until is not None and until > time.time():
+                raise InvalidToken("its device has been deleted")
+        return identity
+
+    def _device_deleted(self, organization: str, uuid: str) -> None:
+        """Refuse the tokens of a deleted device and end its network sessions."""
+        now = time.time()
+        self._deleted_devices = {k: v for k, v in self._deleted_devices.items() if v > now}
+        self._deleted_devices[(organization, uuid)] = now + self.config.token_lifetime + 1
+        for session in list(self.network.sessions.values()):
+            who = session.identity
+            if (who.type, who.organization, who.uuid) == (DEVICE, organization, uuid):
+                session.close()
 
     def _public_url(self, req: ApiRequest) -> str:
         if self.config.public_url:
@@ -189,7 +224,7 @@ class ExpServer:
         if not token:
             raise _unauthorized("this call needs a token", "auth.required")
         try:
-            identity = self._issuer().identify(token)
+            identity = self._existing(self._issuer().identify(token))
         except InvalidToken as e:
             raise _unauthorized(f"the token is not valid: {e}") from None
         if identity.restricted and not restricted_ok:
@@ -250,6 +285,7 @@ class ExpServer:
         add("POST", "/api/logs", self.logs)
         add("POST", "/api/networks/current/broadcasts", self.broadcast)
         add("POST", "/api/networks/current/responses", self.respond)
+        add("GET", "/api/openapi.json", self.openapi)
 
     @staticmethod
     def _bind(handler: Any, collection: str) -> Any:
@@ -365,6 +401,7 @@ class ExpServer:
             body["secret"] = new_secret()
         device = await self.storage.insert(identity.organization, "devices", body)
         assert device is not None
+        self._deleted_devices.pop((identity.organization, device["uuid"]), None)
         self.notify(identity.organization, device["uuid"], "create", device)
         self.notify(NO_ORGANIZATION, pairing["identity"], "paired",
                     {"uuid": device["uuid"], "secret": device["secret"]})
@@ -406,6 +443,8 @@ class ExpServer:
             document["secret"] = new_secret()
         stored = await self.storage.insert(identity.organization, collection, document)
         assert stored is not None
+        if collection == "devices":
+            self._deleted_devices.pop((identity.organization, stored["uuid"]), None)
         self.notify(identity.organization, stored["uuid"], "create", stored)
         return stored
 
@@ -435,6 +474,8 @@ class ExpServer:
         if document is None:
             raise _not_found(f"{collection[:-1]} {uuid}")
         self.notify(identity.organization, uuid, "delete", document)
+        if collection == "devices":
+            self._device_deleted(identity.organization, uuid)
         return None
 
     # -- locations and feeds --------------------------------------------------
@@ -452,7 +493,7 @@ class ExpServer:
         identity = self._writer(req)
         uuid = req.match["uuid"]
         content_type = (req.header("content-type") or "").split(";")[0].strip().lower()
-        if not content_type.startswith("image/"):
+        if not _IMAGE_TYPE.fullmatch(content_type):
             raise bad_request("layout.notImage", "a layout is uploaded as image/* bytes")
         image = req.body_bytes()
         if not image:
@@ -585,6 +626,17 @@ class ExpServer:
             raise bad_request("response.idRequired", "a response names its broadcast's id")
         self.hub.respond(broadcast_id, channel.encode(), body.get("payload"))
         return None
+
+    async def openapi(self, req: ApiRequest) -> Any:
+        """The OpenAPI 3.0 description of this API, with this server's URL."""
+        return dict(openapi_document(), servers=[{"url": self._public_url(req)}])
+
+
+@functools.cache
+def openapi_document() -> dict[str, Any]:
+    """The OpenAPI 3.0 description of the REST API shipped in the package."""
+    text = importlib_resources.files("exp.server").joinpath("openapi.json").read_text("utf-8")
+    return dict(json.loads(text))
 
 
 class _Root(resource.Resource):

@@ -136,6 +136,7 @@ class SQLiteStorage:
         self._reactor = reactor
         self._pool = ThreadPool(minthreads=1, maxthreads=1, name=f"exp-sqlite:{path}")
         self._db: sqlite3.Connection | None = None
+        self._shutdown: Any = None
 
     def _run(self, f: Callable[[sqlite3.Connection], T]) -> Deferred[T]:
         def transaction() -> T:
@@ -148,6 +149,10 @@ class SQLiteStorage:
 
     def open(self) -> Deferred[None]:
         self._pool.start()
+        # Like the reactor's own pool: a program that never closes the
+        # storage must still be able to exit.
+        self._shutdown = self._reactor.addSystemEventTrigger(
+            "during", "shutdown", self._pool.stop)
 
         def connect() -> None:
             if self.path != ":memory:" and not os.path.exists(self.path):
@@ -174,6 +179,7 @@ class SQLiteStorage:
         try:
             await deferToThreadPool(self._reactor, self._pool, disconnect)
         finally:
+            self._reactor.removeSystemEventTrigger(self._shutdown)
             self._pool.stop()
 
     def setting(self, name: str, default: Callable[[], str]) -> Deferred[str]:

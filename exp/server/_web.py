@@ -11,12 +11,12 @@ import re
 from collections.abc import Awaitable, Callable
 from io import BytesIO
 from typing import Any
-from urllib.parse import parse_qs, unquote
+from urllib.parse import parse_qs, unquote, unquote_plus
 
 import attrs
 from twisted.internet.defer import CancelledError, ensureDeferred
 from twisted.logger import Logger
-from twisted.web import resource, server
+from twisted.web import http, resource, server
 
 from exp.protocol import strict_json
 
@@ -66,8 +66,9 @@ class ApiRequest:
         return values[-1] if values else None
 
     def header(self, name: str) -> str | None:
-        value = self.http.getHeader(name)
-        return value if value is None else str(value)
+        # As bytes: Twisted's str headers raise on bytes that are not UTF-8.
+        value = self.http.getHeader(name.encode("ascii"))
+        return None if value is None else value.decode("utf-8", "replace")
 
     def json(self) -> Any:
         """
@@ -156,7 +157,17 @@ class Router(resource.Resource):
                          method=request.method, path=request.path)
             _write_error(request, HttpError(500, "server.error", "internal server error"))
         else:
-            _write_answer(request, answer)
+            try:
+                _write_answer(request, answer)
+            except Exception:
+                # Never leave the request hanging: answer 500 while we can.
+                _log.failure("unhandled error writing the answer to {method} {path}",
+                             method=request.method, path=request.path)
+                if not request.startedWriting:
+                    _write_error(request, HttpError(500, "server.error",
+                                                    "internal server error"))
+                elif not _finished(request):
+                    request.loseConnection()
 
     async def _answer(self, request: server.Request) -> Any:
         if getattr(request, "body_too_large", False):
@@ -267,3 +278,50 @@ class NotFound(resource.Resource):
         path = request.path.decode("utf-8", "replace")
         return json.dumps({"code": "route.notFound", "message": f"no such route: {path}"}
                           ).encode("utf-8")
+
+
+#: Query parameters whose values the access log never shows.
+REDACTED_PARAMETERS = frozenset({"token", "_rt", "secret", "apiKey", "password"})
+
+
+def redact_uri(uri: bytes) -> bytes:
+    """C{uri} with the values of L{REDACTED_PARAMETERS} replaced by C{<redacted>}."""
+    path, question, rest = uri.partition(b"?")
+    if not question:
+        return uri
+    query, hash_, fragment = rest.partition(b"#")
+    fields = []
+    for field in query.split(b"&"):
+        name, equals, _ = field.partition(b"=")
+        if equals and unquote_plus(name.decode("utf-8", "replace")) in REDACTED_PARAMETERS:
+            field = name + b"=<redacted>"
+        fields.append(field)
+    return path + question + b"&".join(fields) + hash_ + fragment
+
+
+class _Redacted:
+    """What the access log sees of a request: no token in its URI or referrer."""
+
+    def __init__(self, request: server.Request) -> None:
+        self._request = request
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._request, name)
+
+    @property
+    def uri(self) -> bytes:
+        return redact_uri(self._request.uri)
+
+    def getHeader(self, name: bytes) -> bytes | None:
+        value = self._request.getHeader(name)
+        if name.lower() == b"referer" and value is not None:
+            return redact_uri(value)
+        return value
+
+
+def access_log_formatter(timestamp: str, request: server.Request) -> str:
+    """
+    The combined log format of twisted.web, with the tokens that delivery
+    URLs (C{_rt}) and socket handshakes (C{token}) carry in the query redacted.
+    """
+    return str(http.combinedLogFormatter(timestamp, _Redacted(request)))

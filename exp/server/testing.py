@@ -87,10 +87,11 @@ async def start_server(
     db_path: str | None = None,
     directory: str | None = None,
     reactor: Any = None,
+    port: int = 0,
     **config: Any,
 ) -> RunningServer:
     """
-    Start a server on C{127.0.0.1} on a free port.
+    Start a server on C{127.0.0.1} on a free port (or on C{port}).
 
     @param seed: a seed file path, a seed as a dict (its content folders are
         relative to C{directory}), or C{None} for the demo seed.
@@ -98,6 +99,9 @@ async def start_server(
         directory (give the same path again to test a restart).
     @param directory: where the database and a dict seed are written; a
         temporary directory removed by L{RunningServer.stop} by default.
+    @param port: the port to listen on; 0 (the default) picks a free one.
+        Give the port of a stopped server, with its C{db_path}, to test how
+        clients live through a restart.
     @param config: the fields of L{ServerConfig} (C{token_lifetime}, ...).
     """
     if reactor is None:
@@ -117,9 +121,10 @@ async def start_server(
     server = ExpServer(SQLiteStorage(db_path, reactor), organizations,
                        ServerConfig(**config), reactor=reactor)
     await server.start()
-    port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(server.site())
-    url = f"http://127.0.0.1:{port.getHost().port}"
-    return RunningServer(url, server, port, directory, db_path, own)
+    listening = await TCP4ServerEndpoint(reactor, port, interface="127.0.0.1").listen(
+        server.site())
+    url = f"http://127.0.0.1:{listening.getHost().port}"
+    return RunningServer(url, server, listening, directory, db_path, own)
 
 
 #: C{twistd}, run by this interpreter (what the C{twistd} script does).

@@ -47,6 +47,8 @@ class Authenticator:
         self._on_update = on_update
         self.payload: dict[str, Any] | None = None
         self.error: Exception | None = None
+        #: the failure of the last login attempt, while logging in is retried
+        self.last_error: Exception | None = None
         self._waiters: list[Deferred[dict[str, Any]]] = []
         self._timer: IDelayedCall | None = None
         self._task: Deferred[None] | None = None
@@ -71,9 +73,14 @@ class Authenticator:
             return succeed(self.payload)
         if self.payload is not None and self._task is None:
             self._run(self._login)
-        d: Deferred[dict[str, Any]] = Deferred()
+        d: Deferred[dict[str, Any]] = Deferred(self._forget)
         self._waiters.append(d)
         return d
+
+    def _forget(self, d: Deferred[dict[str, Any]]) -> None:
+        """A caller stopped waiting (cancelled)."""
+        if d in self._waiters:
+            self._waiters.remove(d)
 
     def rejected(self, token: str) -> Deferred[dict[str, Any]]:
         """The server refused C{token} (401): log in again, once for all callers."""
@@ -86,7 +93,7 @@ class Authenticator:
         elif self._task is not None and self.payload is not None and self.error is None \
                 and not self._stopped:
             # a refresh is in flight: answer its payload, not the refused one
-            d: Deferred[dict[str, Any]] = Deferred()
+            d: Deferred[dict[str, Any]] = Deferred(self._forget)
             self._waiters.append(d)
             return d
         return self.current()
@@ -150,6 +157,7 @@ class Authenticator:
                 if not _transient(e):
                     self._fatal(e)
                     return
+                self.last_error = e
                 attempt += 1
                 delay = self._retry_policy(attempt)
                 self._log.warn("login failed ({error}); retrying in {delay:.1f} s",
@@ -231,14 +239,16 @@ class Authenticator:
 
     def _adopt(self, payload: dict[str, Any]) -> None:
         self.payload = payload
+        self.last_error = None
         self._cancel_timer()
         remaining = payload["expiration"] / 1000.0 - self._clock.seconds()
         self._timer = self._clock.callLater(max(remaining / 2.0, 1.0), self._due)
+        # "update" first: code resumed by whenAuthenticated sees it emitted
+        self._on_update(payload)
+        self._events.emit("update", payload)
         waiters, self._waiters = self._waiters, []
         for d in waiters:
             d.callback(payload)
-        self._on_update(payload)
-        self._events.emit("update", payload)
 
     def _due(self) -> None:
         self._timer = None
@@ -247,8 +257,9 @@ class Authenticator:
     def _fatal(self, error: Exception) -> None:
         self.error = error
         self._cancel_timer()
-        self._fail_waiters(error)
+        # "error" first: code resumed by a failing whenAuthenticated sees it emitted
         self._events.emit("error", error)
+        self._fail_waiters(error)
 
     def _fail_waiters(self, error: Exception) -> None:
         waiters, self._waiters = self._waiters, []

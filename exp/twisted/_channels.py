@@ -13,6 +13,7 @@ from twisted.internet.defer import Deferred, ensureDeferred, maybeDeferred, succ
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 
+from exp._options import MAX_SECONDS
 from exp.errors import RuntimeError
 from exp.protocol import encode_channel
 from exp.twisted._http import encode_json
@@ -93,7 +94,14 @@ class Listener:
         """
         The oldest queued broadcast, or the next one to arrive within
         C{timeout} seconds (C{None} waits for ever); C{None} on timeout.
+
+        @raise exp.RuntimeError: if C{timeout} is not a number of seconds up
+            to L{MAX_SECONDS} (NaN, infinity or a string would break the timer).
         """
+        if timeout is not None and not (
+                isinstance(timeout, (int, float)) and timeout <= MAX_SECONDS):
+            raise RuntimeError(f"timeout is a number of seconds up to {MAX_SECONDS:g},"
+                               " or None to wait for ever")
         self._expire()
         if self._queue:
             return succeed(self._queue.popleft()[1])

@@ -44,8 +44,8 @@ class Events:
 
         @raise exp.RuntimeError: if there is no such event.
         """
-        if name not in self._callbacks:
-            raise RuntimeError(f"no event {name!r}; the events are {', '.join(EVENTS)}")
+        if not isinstance(name, str) or name not in self._callbacks:
+            raise RuntimeError(f"no event {name!r:.40}; the events are {', '.join(EVENTS)}")
         if not callable(callback):
             raise RuntimeError("the callback of an event must be callable")
         self._callbacks[name].append(callback)

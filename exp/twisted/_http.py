@@ -12,9 +12,12 @@ import treq
 from treq.client import HTTPClient
 from twisted.internet.defer import CancelledError, Deferred, ensureDeferred
 from twisted.internet.error import ConnectError, DNSLookupError, TimeoutError
+from twisted.python.failure import Failure
 from twisted.web.client import (
     Agent,
     HTTPConnectionPool,
+    RequestNotSent,
+    RequestTransmissionFailed,
     ResponseFailed,
     ResponseNeverReceived,
 )
@@ -45,6 +48,13 @@ def error_for(status: int, body: Any) -> Exception:
         return AuthenticationError(message or "the server refused the credentials or token")
     return ApiError(status, code if isinstance(code, str) else None,
                     message if isinstance(message, str) else None, body)
+
+
+def _timed_out(result: Any, timeout: float) -> Any:
+    """A request cancelled by its timeout failed with TimeoutError, however wrapped."""
+    if isinstance(result, Failure):
+        raise TimeoutError(f"no answer within {timeout:g} s")
+    return result
 
 
 class Http:
@@ -85,12 +95,18 @@ class Http:
         self._in_flight.add(d)
         try:
             status, raw = await d
-        except CancelledError:
-            if self.closed:
-                raise NetworkError("the SDK has been stopped") from None
+        except TimeoutError:
             raise NetworkError(f"no answer from {url} within {limit:g} s") from None
-        except (ConnectError, DNSLookupError, TimeoutError, ResponseFailed,
-                ResponseNeverReceived) as e:
+        except (ConnectError, DNSLookupError, ResponseFailed, ResponseNeverReceived,
+                RequestNotSent, RequestTransmissionFailed, CancelledError) as e:
+            # the Agent wraps a cancellation in ResponseNeverReceived & co.
+            cancelled = isinstance(e, CancelledError) or any(
+                f.check(CancelledError) for f in getattr(e, "reasons", ()))
+            if cancelled and self.closed:
+                raise NetworkError("the SDK has been stopped") from None
+            if cancelled:
+                # the caller cancelled: that is no network failure to retry
+                raise CancelledError() from None
             raise NetworkError(f"cannot reach {url}: {e.__class__.__name__}") from None
         finally:
             self._in_flight.discard(d)
@@ -113,7 +129,7 @@ class Http:
             return response.code, await treq.content(response)
 
         d = ensureDeferred(request())
-        d.addTimeout(timeout, self._reactor)
+        d.addTimeout(timeout, self._reactor, onTimeoutCancel=_timed_out)
         return d
 
     async def close(self) -> None:

@@ -252,24 +252,31 @@ class Network(Service):
         self._requests: deque[list[str]] = deque()
         self._waiting: dict[str, list[Deferred[None]]] = {}
         self._connected_waiters: list[Deferred[None]] = []
-        self._open: set[Deferred[None]] = set()  # the gone of each socket still open
+        self._open: dict[Deferred[None], _Socket] = {}  # each socket still open, by its gone
+        self._identity: Any = None  # of the auth payload the factory's URL is for
 
     @property
     def is_connected(self) -> bool:
         return self.socket is not None
 
     def connect(self, auth: dict[str, Any]) -> None:
-        """Join the network with C{auth}, or rejoin with its new token."""
+        """
+        Join the network with C{auth}.  A refreshed token of the same identity
+        is kept for the next connection (the session stays: rejoining would
+        lose the broadcasts sent meanwhile); another identity rejoins at once.
+        """
         url = socket_url(auth["network"]["host"], auth["token"])
         if self._factory is not None:
             if self._factory.url != url:
                 self._factory.setSessionParameters(url=url)
-                if self.socket is not None:
+                if self.socket is not None and auth["identity"] != self._identity:
                     self.socket.sendClose()
+            self._identity = auth["identity"]
             return
         if not self.running:
             return
         self._factory = _SocketFactory(self, url, self.reactor)
+        self._identity = auth["identity"]
         parts = urlsplit(auth["network"]["host"])
         host = parts.hostname or "localhost"
         endpoint: Any = HostnameEndpoint(
@@ -288,8 +295,8 @@ class Network(Service):
 
     def _prepare(self, socket: Any) -> Deferred[None]:
         gone: Deferred[None] = socket.gone
-        self._open.add(gone)
-        gone.addCallback(lambda _: self._open.discard(gone))
+        self._open[gone] = socket
+        gone.addCallback(lambda _: self._open.pop(gone, None))
         return socket.ready.addCallback(self._opened)
 
     def _opened(self, socket: _Socket) -> None:
@@ -299,10 +306,11 @@ class Network(Service):
         channels = sorted(set(self._listeners) | set(self._waiting))
         if channels:
             self._subscribe(channels)
+        # "online" first: code resumed by whenConnected must not see this connection's event
+        self._events.emit("online")
         waiters, self._connected_waiters = self._connected_waiters, []
         for d in waiters:
             d.callback(None)
-        self._events.emit("online")
 
     def closed(self, socket: _Socket) -> None:
         if socket is self.socket:
@@ -396,5 +404,10 @@ class Network(Service):
         if self._client is not None:
             # also wait for a socket dropped in the middle of its handshake
             stopped = self._client.stopService()
+            # ClientService forgets a connection whose preparation completes while
+            # it stops (stopService called back from whenConnected or "online")
+            for socket in list(self._open.values()):
+                if socket.transport is not None:
+                    socket.transport.loseConnection()
             return gatherResults([stopped, *self._open]).addCallback(lambda _: None)
         return None

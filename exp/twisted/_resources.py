@@ -6,6 +6,7 @@ Every method that talks to the server returns a Deferred.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import quote, urlencode
 
@@ -31,8 +32,25 @@ class ResourceList(list[Any]):
                 setattr(self, key, value)
 
 
+class _Document:
+    """
+    The C{document} attribute: always a dict (assigning anything else raises
+    L{exp.RuntimeError}, rather than breaking every later call).
+    """
+
+    def __get__(self, instance: Any, owner: Any = None) -> dict[str, Any]:
+        return instance.__dict__["_document"]
+
+    def __set__(self, instance: Any, value: dict[str, Any]) -> None:
+        if not isinstance(value, dict):
+            raise RuntimeError(f"a document is a dict, not {type(value).__name__}")
+        instance.__dict__["_document"] = value
+
+
 class _Stored:
     """A document stored at a path of the API: C{refresh}, C{delete}, C{get_channel}."""
+
+    document = _Document()
 
     def __init__(self, service: ExpService, document: dict[str, Any]) -> None:
         self._service = service
@@ -85,9 +103,9 @@ class Resource(_Stored):
         return self.document.get("subtype")
 
     def _path(self) -> str:
-        if not self.uuid:
+        if not self.uuid or not isinstance(self.uuid, str):
             raise RuntimeError(f"this {type(self).__name__.lower()} has no uuid")
-        return f"{self.collection}/{quote(self.uuid, safe='')}"
+        return f"{self.collection}/{segment(self.uuid)}"
 
     def save(self) -> Deferred[Resource]:
         """PATCH the document, then take the server's."""
@@ -120,9 +138,8 @@ class _Located(Resource):
     async def _get_zones(self) -> list[Zone]:
         location_field = self.document.get("location")
         keys = []
-        if isinstance(location_field, dict):
-            keys = [z.get("key") for z in location_field.get("zones") or []
-                    if isinstance(z, dict)]
+        if isinstance(location_field, dict) and isinstance(location_field.get("zones"), list):
+            keys = [z.get("key") for z in location_field["zones"] if isinstance(z, dict)]
         location = await self.get_location()
         if location is None:
             return []
@@ -147,8 +164,8 @@ class Experience(Resource):
 
     def get_devices(self, params: dict[str, Any] | None = None,
                     **kwargs: Any) -> Deferred[ResourceList]:
-        return self._service.find_devices(dict(params or {}, **kwargs,
-                                               **{"experience.uuid": self.uuid}))
+        return self._service.find_devices(query_params(params, kwargs,
+                                                       {"experience.uuid": self.uuid}))
 
 
 class Location(Resource):
@@ -156,17 +173,18 @@ class Location(Resource):
 
     def get_devices(self, params: dict[str, Any] | None = None,
                     **kwargs: Any) -> Deferred[ResourceList]:
-        return self._service.find_devices(dict(params or {}, **kwargs,
-                                               **{"location.uuid": self.uuid}))
+        return self._service.find_devices(query_params(params, kwargs,
+                                                       {"location.uuid": self.uuid}))
 
     def get_things(self, params: dict[str, Any] | None = None,
                    **kwargs: Any) -> Deferred[ResourceList]:
-        return self._service.find_things(dict(params or {}, **kwargs,
-                                              **{"location.uuid": self.uuid}))
+        return self._service.find_things(query_params(params, kwargs, {"location.uuid": self.uuid}))
 
     def get_zones(self) -> list[Zone]:
         """The zones of this location (from its document; no I/O)."""
-        zones = self.document.get("zones") or []
+        zones = self.document.get("zones")
+        if not isinstance(zones, list):
+            return []
         return [Zone(self, zone) for zone in zones if isinstance(zone, dict)]
 
     def get_layout_url(self) -> str:
@@ -178,6 +196,8 @@ class Location(Resource):
 
 class Zone:
     """A zone of a location; it is saved and refreshed through its location."""
+
+    document = _Document()
 
     def __init__(self, location: Location, document: dict[str, Any]) -> None:
         self.location = location
@@ -223,7 +243,8 @@ class Zone:
         return self
 
     def _rebind(self) -> None:
-        for zone in self.location.document.get("zones") or []:
+        zones = self.location.document.get("zones")
+        for zone in zones if isinstance(zones, list) else []:
             if isinstance(zone, dict) and zone.get("key") == self.key:
                 self.document = zone
 
@@ -250,11 +271,12 @@ class Content(Resource):
 
     def get_children(self, params: dict[str, Any] | None = None,
                      **kwargs: Any) -> Deferred[ResourceList]:
-        return self._service.find_content(dict(params or {}, **kwargs, parent=self.uuid))
+        return self._service.find_content(query_params(params, kwargs, {"parent": self.uuid}))
 
     def _delivery(self, variant: str | None = None) -> str | None:
         if self.subtype == "scala:content:url":
-            return self.document.get("url")
+            url = self.document.get("url")
+            return url if isinstance(url, str) else None
         path = self.document.get("path")
         if self.subtype == "scala:content:folder" or not isinstance(path, str):
             return None
@@ -262,16 +284,21 @@ class Content(Resource):
         query = {"_rt": auth.get("restrictedToken", "")}
         if variant is not None:
             query["variant"] = variant
-        return (f"{auth['api']['host']}/api/delivery/{quote(path.lstrip('/'))}?"
-                + urlencode(query))
+        try:
+            return (f"{auth['api']['host']}/api/delivery/{quote(path.lstrip('/'))}?"
+                    + urlencode(query))
+        except UnicodeEncodeError:  # a lone surrogate
+            raise RuntimeError(f"this content's path or variant is not valid text: {path!r:.40}"
+                               ) from None
 
     def get_url(self) -> str | None:
         """The delivery URL of a file or app; a URL item's own URL; C{None} for folders."""
         return self._delivery()
 
     def has_variant(self, name: str) -> bool:
-        return any(isinstance(v, dict) and v.get("name") == name
-                   for v in self.document.get("variants") or [])
+        variants = self.document.get("variants")
+        return isinstance(name, str) and isinstance(variants, list) and any(
+            isinstance(v, dict) and v.get("name") == name for v in variants)
 
     def get_variant_url(self, name: str) -> str | None:
         """The delivery URL of the variant C{name}, or C{None} if there is none."""
@@ -321,4 +348,20 @@ class Data(_Stored):
 
 
 def data_path(group: str, key: str) -> str:
-    return f"/api/data/{quote(group, safe='')}/{quote(key, safe='')}"
+    return f"/api/data/{segment(group, 'group')}/{segment(key, 'key')}"
+
+
+def segment(value: str, what: str = "uuid") -> str:
+    """C{value} escaped as one segment of a URL path."""
+    try:
+        return quote(value, safe="")
+    except UnicodeEncodeError:  # a lone surrogate: no document can be named so
+        raise RuntimeError(f"the {what} {value!r:.40} is not valid text") from None
+
+
+def query_params(params: Any, kwargs: dict[str, Any],
+          fixed: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The query parameters of a C{find_*}: C{params}, then C{kwargs}, then C{fixed}."""
+    if params is not None and not isinstance(params, Mapping):
+        raise RuntimeError("params is a dict of query parameters")
+    return {**(params or {}), **kwargs, **(fixed or {})}

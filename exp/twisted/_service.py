@@ -7,19 +7,19 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any, TypeVar
-from urllib.parse import quote
 
 from twisted.application.internet import backoffPolicy
 from twisted.application.service import MultiService
-from twisted.internet.defer import CancelledError, Deferred, ensureDeferred
-from twisted.logger import Logger
+from twisted.internet.defer import CancelledError, Deferred, TimeoutError, ensureDeferred
+from twisted.logger import Logger, LogLevel
 
-from exp._options import DEFAULT_HOST, Options, check_options
+from exp._options import DEFAULT_HOST, Options, check_options, check_seconds
 from exp.errors import ApiError, NetworkError, RuntimeError
 from exp.twisted._auth import Authenticator
 from exp.twisted._channels import Broadcast, Channel, Listener
 from exp.twisted._events import Events, Handle
 from exp.twisted._http import NO_BODY, Http, error_for
+from exp.twisted._logs import LogShipper
 from exp.twisted._network import Network
 from exp.twisted._resources import (
     Content,
@@ -33,6 +33,8 @@ from exp.twisted._resources import (
     Thing,
     Zone,
     data_path,
+    query_params,
+    segment,
 )
 
 R = TypeVar("R", bound=Resource)
@@ -57,7 +59,9 @@ class ExpService(MultiService):
         refused or expires.
     @param reactor: the reactor (also the clock); the global one by default.
     @param request_timeout: seconds before a REST call fails with
-        L{NetworkError}.
+        L{NetworkError}; also the longest a call waits for a login that is
+        being retried (it then fails with the login's last failure,
+        L{NetworkError} or L{ApiError}).
     @raise exp.RuntimeError: if the credentials are incomplete or
         contradictory, or the host is not an http(s) URL.
     """
@@ -77,6 +81,10 @@ class ExpService(MultiService):
             uuid=uuid, secret=secret, api_key=api_key, allow_pairing=allow_pairing,
             enable_network=enable_network, auth=auth,
         )
+        if not check_seconds(request_timeout, "request_timeout"):
+            raise RuntimeError("request_timeout must be more than 0 seconds")
+        if retry_policy is not None and not callable(retry_policy):
+            raise RuntimeError("retry_policy must be a callable: attempt -> delay in seconds")
         if reactor is None:
             from twisted.internet import reactor as _reactor
 
@@ -86,6 +94,7 @@ class ExpService(MultiService):
         self.events = Events()
         retry = retry_policy or backoffPolicy(initialDelay=1.0, maxDelay=30.0)
         self._http = Http(reactor, request_timeout)
+        self._request_timeout = request_timeout
         self._auth = Authenticator(options, self._http, reactor, self.events, retry,
                                    self._auth_updated)
         self._network: Network | None = None
@@ -201,17 +210,41 @@ class ExpService(MultiService):
 
     # -- raw API -----------------------------------------------------------------
 
+    async def _authenticated(self, waiting: Deferred[dict[str, Any]] | None = None
+                             ) -> dict[str, Any]:
+        """
+        The auth payload (from C{waiting}, by default the current one); if a
+        login being retried gives none within the request timeout, its last
+        failure.
+        """
+        if waiting is None:
+            waiting = self._auth.current()
+
+        def timed_out(result: Any, timeout: float) -> Any:
+            raise self._auth.last_error or NetworkError(
+                f"not logged in within {timeout:g} s")
+
+        if not waiting.called:
+            waiting.addTimeout(self._request_timeout, self.clock, onTimeoutCancel=timed_out)
+        return await waiting
+
     async def _call(self, method: str, path: str, params: Any = None,
-                    payload: Any = NO_BODY) -> Any:
+                    payload: Any = NO_BODY, timeout: float | None = None) -> Any:
         self._check()
-        auth = await self._auth.current()
+        if not isinstance(path, str) or not path.startswith("/"):
+            raise RuntimeError("a path of the API is a string that starts with '/'")
+        try:
+            path.encode("utf-8")
+        except UnicodeEncodeError:
+            raise RuntimeError(f"the path {path!r:.60} is not valid text") from None
+        auth = await self._authenticated()
         for attempt in (1, 2):
             status, body = await self._http.call(
                 method, auth["api"]["host"] + path, token=auth["token"], params=params,
-                payload=payload,
+                payload=payload, timeout=timeout,
             )
             if status == 401 and attempt == 1:
-                auth = await self._auth.rejected(auth["token"])
+                auth = await self._authenticated(self._auth.rejected(auth["token"]))
                 continue
             if status >= 300:
                 raise error_for(status, body)
@@ -255,12 +288,13 @@ class ExpService(MultiService):
 
     async def _broadcast(self, channel: Channel, name: str, payload: Any,
                          timeout: float) -> list[Any]:
-        if not isinstance(timeout, (int, float)) or timeout < 0:
-            raise RuntimeError("timeout is a number of seconds, zero or more")
-        await self._auth.current()
+        seconds = check_seconds(timeout)
+        await self._authenticated()
         body = {"channel": channel.id, "name": name, "payload": payload}
+        # the answer comes after the responses are collected: wait longer for it
         answer = await self._call("POST", "/api/networks/current/broadcasts",
-                                  {"timeout": str(int(timeout * 1000))}, body)
+                                  {"timeout": str(int(seconds * 1000))}, body,
+                                  timeout=self._request_timeout + seconds)
         return list(answer) if isinstance(answer, list) else []
 
     async def _respond(self, broadcast: Broadcast, payload: Any) -> None:
@@ -272,15 +306,15 @@ class ExpService(MultiService):
                       callback: Callable[[Broadcast], Any] | None, timeout: float,
                       max_age: float) -> Listener:
         network = self._require_network()
-        if not isinstance(timeout, (int, float)) or timeout < 0:
-            raise RuntimeError("timeout is a number of seconds, zero or more")
+        check_seconds(timeout)
+        check_seconds(max_age, "max_age")
         await self._auth.current()
         listener = Listener(self, channel, name, max_age, callback)
         subscribed = network.add_listener(listener)
         subscribed.addTimeout(timeout, self.clock)
         try:
             await subscribed
-        except CancelledError:
+        except (CancelledError, TimeoutError):
             listener.cancel()
             raise NetworkError(
                 f"the network did not confirm listening on {channel.name!r}"
@@ -297,7 +331,11 @@ class ExpService(MultiService):
         if not uuid or not isinstance(uuid, str):
             return None
         try:
-            document = await self.get(f"{kind.collection}/{quote(uuid, safe='')}")
+            path = f"{kind.collection}/{segment(uuid)}"
+        except RuntimeError:  # not valid text: no document has it
+            return None
+        try:
+            document = await self.get(path)
         except ApiError as e:
             if e.status_code == 404:
                 return None
@@ -306,7 +344,7 @@ class ExpService(MultiService):
 
     async def _find(self, kind: Callable[[ExpService, dict[str, Any]], Any], path: str,
                     params: dict[str, Any] | None, kwargs: dict[str, Any]) -> ResourceList:
-        answer = await self.get(path, dict(params or {}, **kwargs))
+        answer = await self.get(path, query_params(params, kwargs))
         if not isinstance(answer, dict):
             answer = {"results": [], "total": 0}
         return ResourceList([kind(self, d) for d in answer.get("results", [])], answer)
@@ -319,7 +357,7 @@ class ExpService(MultiService):
     async def _delete_one(self, kind: type[Resource], uuid: str) -> None:
         if not uuid or not isinstance(uuid, str):
             raise RuntimeError("delete needs a uuid")
-        await self.delete(f"{kind.collection}/{quote(uuid, safe='')}")
+        await self.delete(f"{kind.collection}/{segment(uuid)}")
 
     def get_device(self, uuid: str | None) -> Deferred[Device | None]:
         return ensureDeferred(self._get_one(Device, uuid))
@@ -339,7 +377,8 @@ class ExpService(MultiService):
         return ensureDeferred(self._current_device())
 
     async def _current_device(self) -> Device | None:
-        auth = await self.get_auth()
+        self._check()
+        auth = await self._authenticated()
         identity = auth["identity"]
         if identity.get("type") != "device" or identity.get("paired") is False:
             return None
@@ -449,6 +488,34 @@ class ExpService(MultiService):
     async def _create_data(self, key: str, group: str, value: Any) -> Data:
         return Data(self, await self.put(data_path(group, key), value))
 
+    # -- logs ------------------------------------------------------------------
+
+    def log_observer(self, level: LogLevel = LogLevel.info, interval: float = 5.0,
+                     batch_size: int = 100, max_queued: int = 1000) -> LogShipper:
+        """
+        A C{twisted.logger} observer that ships log events to EXP in batches
+        (C{globalLogPublisher.addObserver(service.log_observer())}); it never
+        blocks or fails the program, and drops the oldest entries when the
+        server cannot take them.
+        """
+        shipper = LogShipper(self, level, interval, batch_size, max_queued)
+        shipper.setServiceParent(self)
+        return shipper
+
+    def _post_logs(self, entries: list[dict[str, Any]]) -> Deferred[None]:
+        payload = self._auth.payload
+
+        async def post() -> None:
+            if payload is None:
+                raise NetworkError("not authenticated")
+            status, body = await self._http.call(
+                "POST", payload["api"]["host"] + "/api/logs", token=payload["token"],
+                payload=entries)
+            if status >= 300:
+                raise error_for(status, body)
+
+        return ensureDeferred(post())
+
     def delete_data(self, key: str, group: str = "default") -> Deferred[None]:
         _check_data_key(key, group)
         return ensureDeferred(self._delete_data(key, group))
@@ -478,6 +545,11 @@ def _params(params: Any) -> Any:
             value = "true" if value else "false"
         out[str(key)] = [str(v) for v in value] if isinstance(value, (list, tuple)) else str(
             value)
+    try:
+        "".join(out).encode("utf-8")
+        "".join(v if isinstance(v, str) else "".join(v) for v in out.values()).encode("utf-8")
+    except UnicodeEncodeError:
+        raise RuntimeError("query parameters must be valid text (no lone surrogates)") from None
     return out
 
 
