@@ -18,7 +18,7 @@ import attrs
 from treq.client import HTTPClient
 from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
-from twisted.web import resource, server, static
+from twisted.web import http, resource, server, static
 from twisted.web.client import Agent, HTTPConnectionPool
 
 from exp.protocol import ChannelId, InvalidChannelId, InvalidToken, unverified_claims, verify
@@ -85,6 +85,7 @@ class ServerConfig:
     content: str | None = None
     ping_interval: float = 25.0
     ping_timeout: float = 20.0
+    access_log: bool = True
 
 
 def _unauthorized(message: str, code: str = "auth.invalid") -> HttpError:
@@ -160,8 +161,9 @@ class ExpServer:
         return root
 
     def site(self) -> server.Site:
-        site = server.Site(self.resource(), requestFactory=LimitedRequest,
-                           logFormatter=access_log_formatter)
+        kind = server.Site if self.config.access_log else _QuietSite
+        site = kind(self.resource(), requestFactory=LimitedRequest,
+                    logFormatter=access_log_formatter)
         site.max_body = self.config.max_body  # type: ignore[attr-defined]
         site.displayTracebacks = False
         return site
@@ -642,3 +644,10 @@ def openapi_document() -> dict[str, Any]:
 class _Root(resource.Resource):
     def getChild(self, path: bytes, request: server.Request) -> resource.Resource:
         return NotFound()
+
+
+class _QuietSite(server.Site):
+    """A site that writes no access log (C{--no-access-log})."""
+
+    def log(self, request: http.Request) -> None:
+        pass

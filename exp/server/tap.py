@@ -40,6 +40,9 @@ class Options(usage.Options):
         "Run the local EXP server: REST API and real-time network on one port, "
         "stored in SQLite. Without --seed the demo seed is loaded."
     )
+    optFlags = [
+        ["no-access-log", None, "Write no line per HTTP request to the log."],
+    ]
     optParameters = [
         ["listen", "l", "tcp:9000:interface=127.0.0.1",
          "Endpoint to listen on (a Twisted endpoint string)."],
@@ -107,6 +110,7 @@ def makeService(options: Options) -> service.IService:
         max_body=options["max-body"],
         max_broadcast_timeout=options["max-broadcast-timeout"],
         content=options["content"],
+        access_log=not options["no-access-log"],
     )
     server = ExpServer(SQLiteStorage(options["db"], reactor), options["organizations"],
                        config, reactor=reactor)
