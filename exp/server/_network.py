@@ -328,7 +328,7 @@ class _WebSocket(WebSocketServerProtocol):
         return self.factory.network
 
     def send_prepared(self, prepared: PreparedMessage) -> None:
-        """L{sendMessage} of a message framed once for many connections."""
+        """C{sendMessage} of a message framed once for many connections."""
         if (self.state != self.STATE_OPEN
                 or 0 < getattr(self, "maxMessagePayloadSize", 0) < len(prepared.payload)):
             self.sendMessage(prepared.payload)  # which refuses it
