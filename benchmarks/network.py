@@ -78,8 +78,9 @@ def _log(message: str) -> None:
 class ServerProcess:
     """``python -m twisted exp-server`` in its own process, with its own database."""
 
-    def __init__(self, reactor: Any, directory: str) -> None:
+    def __init__(self, reactor: Any, directory: str, extra_args: tuple[str, ...] = ()) -> None:
         self.reactor = reactor
+        self.extra_args = extra_args
         self.directory = directory
         self.port = _free_port()
         self.url = f"http://{HOST}:{self.port}"
@@ -93,7 +94,8 @@ class ServerProcess:
         log = open(os.path.join(self.directory, "server.log"), "ab")
         command = [sys.executable, "-m", "twisted", "--log-format", "text", "exp-server",
                    "--listen", f"tcp:{self.port}:interface={HOST}",
-                   "--db", os.path.join(self.directory, f"exp-{self.port}.sqlite3")]
+                   "--db", os.path.join(self.directory, f"exp-{self.port}.sqlite3"),
+                   *self.extra_args]
         self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
                                         cwd=self.directory)
         log.close()

@@ -498,3 +498,14 @@ def test_reconnect_policy_is_immediate_then_backs_off() -> None:
     policy = _reconnect_policy(backoff)
     assert [policy(n) for n in range(1, 6)] == [0.0, 2.0, 4.0, 8.0, 16.0]
     assert asked == [1, 2, 3, 4]
+
+
+def test_a_closing_socket_sends_nothing() -> None:
+    """A ping due while the WebSocket is closing is dropped, not raised into the reactor."""
+    from exp.twisted._network import _Socket
+
+    socket = _Socket()
+    socket.state = socket.STATE_CLOSING
+    socket.send_text("2")  # autobahn's sendMessage would raise Disconnected here
+    socket.state = socket.STATE_CLOSED
+    socket.send_text("2")

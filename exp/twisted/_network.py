@@ -92,7 +92,9 @@ class _Socket(WebSocketClientProtocol):
         self._heartbeat: Heartbeat | None = None
 
     def send_text(self, text: str) -> None:
-        self.sendMessage(text.encode("utf-8"))
+        """Send one Engine.IO packet; nothing once the socket is closing."""
+        if self.state == self.STATE_OPEN:
+            self.sendMessage(text.encode("utf-8"))
 
     def emit(self, name: str, data: Any) -> None:
         self.send_text(eio.event(name, data))
