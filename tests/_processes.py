@@ -7,26 +7,17 @@ tests talk to another process, not to the reactor of the test run.
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
 
-#: C{twistd}, run by this interpreter (what the C{twistd} script does).
-TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
+from exp.server.testing import TWISTD, free_port
+
 #: Generous: the machine is shared and may be slow, but a hang must end.
 STARTUP_TIMEOUT = 60.0
-
-
-def free_port() -> int:
-    """A loopback port that was free a moment ago."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def request(method: str, url: str, body: Any = None, token: str | None = None,

@@ -5,14 +5,18 @@ SQLite database, and a small HTTP client for driving it with treq.
 
 from __future__ import annotations
 
+import gc
 import json
 from collections.abc import AsyncIterator
 from typing import Any
 
+import pytest
 import pytest_twisted
 import treq
 from twisted.internet import reactor
+from twisted.logger import ILogObserver, globalLogPublisher
 from twisted.web.client import Agent, HTTPConnectionPool
+from zope.interface import provider
 
 from exp.server.testing import DEMO, RunningServer, start_server
 
@@ -83,3 +87,43 @@ async def http(server: RunningServer) -> AsyncIterator[Http]:
 @pytest_twisted.async_yield_fixture()
 async def token(http: Http) -> AsyncIterator[str]:
     yield await http.user_token()
+
+
+@pytest_twisted.async_yield_fixture()
+async def site() -> AsyncIterator[Any]:
+    """A demo server whose requests and connections a test can see (tests/_sdk.py)."""
+    from ._sdk import Watched
+
+    watched = Watched(await start_server())
+    yield watched
+    await watched.close()
+
+
+@pytest_twisted.async_yield_fixture()
+async def sdk(site: Any) -> AsyncIterator[Any]:
+    """SDK services against C{site}, stopped at teardown."""
+    from ._sdk import Services
+
+    services = Services(site.url)
+    yield services
+    await services.stop_all()
+
+
+@pytest.fixture
+def failures() -> Any:
+    """Failures logged while the test runs (an exception reaching user code shows up here)."""
+    seen: list[dict[str, Any]] = []
+    gc.collect()  # what earlier tests left unhandled is reported now, not during this one
+
+    @provider(ILogObserver)
+    def observe(event: dict[str, Any]) -> None:
+        if "log_failure" in event or (event.get("isError") and "failure" in event):
+            seen.append(event)
+
+    globalLogPublisher.addObserver(observe)
+    yield seen
+    globalLogPublisher.removeObserver(observe)
+
+
+def failure_texts(events: list[dict[str, Any]]) -> list[str]:
+    return [event.get("log_failure", event.get("failure")).getTraceback() for event in events]

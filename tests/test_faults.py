@@ -7,7 +7,6 @@ kill -9 of the server is tests/test_persistence.py's.)
 
 from __future__ import annotations
 
-import gc
 import json
 import time
 from collections.abc import AsyncIterator, Callable
@@ -15,25 +14,22 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-import pytest
 import pytest_twisted
 from twisted.internet import reactor, tcp
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.internet.task import deferLater
-from twisted.logger import ILogObserver, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import Site
-from zope.interface import provider
 
 from exp.errors import ApiError, NetworkError
 from exp.protocol import device_token
 from exp.server.testing import DEMO, RunningServer, start_server
 from exp.twisted import ExpService, Listener
 
-from .conftest import Http
+from .conftest import Http, failure_texts
 
 #: Generous: a slow machine must not fail a test, but a hang must end.
 TIMEOUT = 30.0
@@ -64,22 +60,6 @@ async def until(check: Callable[[], bool], what: str, timeout: float = TIMEOUT) 
         await sleep(0.02)
 
 
-@pytest.fixture
-def failures() -> Any:
-    """Failures logged while the test runs (an exception reaching user code shows up here)."""
-    seen: list[dict[str, Any]] = []
-    gc.collect()  # what earlier tests left unhandled is reported now, not during this one
-
-    @provider(ILogObserver)
-    def observe(event: dict[str, Any]) -> None:
-        if "log_failure" in event or (event.get("isError") and "failure" in event):
-            seen.append(event)
-
-    globalLogPublisher.addObserver(observe)
-    yield seen
-    globalLogPublisher.removeObserver(observe)
-
-
 @pytest_twisted.async_yield_fixture(autouse=True)
 async def clean_reactor() -> AsyncIterator[None]:
     """Each test leaves no timer and no socket behind in the reactor (once closes settle)."""
@@ -93,10 +73,6 @@ async def clean_reactor() -> AsyncIterator[None]:
     while scheduled() - before and time.monotonic() < deadline:
         await sleep(0.05)
     assert scheduled() - before == set()
-
-
-def failure_texts(events: list[dict[str, Any]]) -> list[str]:
-    return [event.get("log_failure", event.get("failure")).getTraceback() for event in events]
 
 
 def small_backoff(attempt: int) -> float:

@@ -8,7 +8,6 @@ payload, so no EXP REST server is involved.
 
 from __future__ import annotations
 
-import gc
 import json
 import os
 import shutil
@@ -22,13 +21,12 @@ import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.protocol import Factory, ProcessProtocol, Protocol, connectionDone
-from twisted.logger import ILogObserver, globalLogPublisher
 from twisted.python.failure import Failure
-from zope.interface import provider
 
 from exp.twisted import ExpService
 
 from ._processes import free_port
+from .conftest import failure_texts
 
 pytestmark = pytest.mark.slow
 
@@ -153,26 +151,6 @@ async def nodes() -> AsyncIterator[Nodes]:
         yield running
     finally:
         await running.stop()
-
-
-@pytest.fixture
-def failures() -> Any:
-    """Failures logged while the test runs (a crash in the SDK shows up here)."""
-    seen: list[dict[str, Any]] = []
-    gc.collect()  # what earlier tests left unhandled is reported now, not during this one
-
-    @provider(ILogObserver)
-    def observe(event: dict[str, Any]) -> None:
-        if "log_failure" in event or (event.get("isError") and "failure" in event):
-            seen.append(event)
-
-    globalLogPublisher.addObserver(observe)
-    yield seen
-    globalLogPublisher.removeObserver(observe)
-
-
-def failure_texts(events: list[dict[str, Any]]) -> list[str]:
-    return [event.get("log_failure", event.get("failure")).getTraceback() for event in events]
 
 
 class Attempts:

@@ -19,7 +19,7 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import deferLater
 
 from exp.protocol import encode_channel
-from exp.server.testing import DEMO, start_server
+from exp.server.testing import DEMO
 from exp.twisted import (
     ApiError,
     Broadcast,
@@ -31,20 +31,6 @@ from exp.twisted import (
 )
 
 from ._sdk import Services, Watched, eventually, sleep, user_payload, within
-
-
-@pytest_twisted.async_yield_fixture()
-async def site() -> AsyncIterator[Watched]:
-    watched = Watched(await start_server())
-    yield watched
-    await watched.close()
-
-
-@pytest_twisted.async_yield_fixture()
-async def sdk(site: Watched) -> AsyncIterator[Services]:
-    services = Services(site.url)
-    yield services
-    await services.stop_all()
 
 
 @pytest_twisted.async_yield_fixture()

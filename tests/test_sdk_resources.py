@@ -19,7 +19,7 @@ from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.web import resource, server, static
 
 from exp.server import demo_seed_path
-from exp.server.testing import DEMO, start_server
+from exp.server.testing import DEMO
 from exp.twisted import (
     ApiError,
     Content,
@@ -35,7 +35,7 @@ from exp.twisted import (
     Zone,
 )
 
-from ._sdk import Services, Watched, within
+from ._sdk import Services, within
 
 DEMO_DIR = os.path.dirname(demo_seed_path())
 LOGO = "0f2fc261-c240-59a0-bda3-2828a535fee0"
@@ -47,20 +47,6 @@ IMAGES = "3dda8f60-d3d2-52f6-b198-9dcb6fa8fd4e"
 def demo_bytes(*path: str) -> bytes:
     with open(os.path.join(DEMO_DIR, *path), "rb") as f:
         return f.read()
-
-
-@pytest_twisted.async_yield_fixture()
-async def site() -> AsyncIterator[Watched]:
-    watched = Watched(await start_server())
-    yield watched
-    await watched.close()
-
-
-@pytest_twisted.async_yield_fixture()
-async def sdk(site: Watched) -> AsyncIterator[Services]:
-    services = Services(site.url)
-    yield services
-    await services.stop_all()
 
 
 @pytest_twisted.async_yield_fixture()

@@ -7,7 +7,6 @@ re-authentication after a 401, unreachable servers, pairing, and stopping.
 from __future__ import annotations
 
 import builtins
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -41,20 +40,6 @@ from ._sdk import (
 )
 
 FAST_RETRY = {"retry_policy": lambda attempt: 0.05}
-
-
-@pytest_twisted.async_yield_fixture()
-async def site() -> AsyncIterator[Watched]:
-    watched = Watched(await start_server())
-    yield watched
-    await watched.close()
-
-
-@pytest_twisted.async_yield_fixture()
-async def sdk(site: Watched) -> AsyncIterator[Services]:
-    services = Services(site.url)
-    yield services
-    await services.stop_all()
 
 
 class Recorder:
