@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -40,11 +41,13 @@ def request(method: str, url: str, body: Any = None, token: str | None = None,
 class ServerProcess:
     """C{twistd -n exp-server} on a port of its own, logging to a file."""
 
-    def __init__(self, directory: Path, *args: str, name: str = "server") -> None:
-        self.port = free_port()
+    def __init__(self, directory: Path, *args: str, name: str = "server",
+                 port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.args = args
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = directory / f"{name}.log"
-        self._log = open(self.log_path, "wb")  # closed in stop()
+        self._log = open(self.log_path, "ab")  # closed in stop()
         self.process = subprocess.Popen(
             [*TWISTD, "-n", "--pidfile=", "exp-server",
              "--listen", f"tcp:{self.port}:interface=127.0.0.1", *args],
@@ -82,3 +85,32 @@ class ServerProcess:
                 self.process.wait(STARTUP_TIMEOUT)
         self._log.close()
         return self.process.returncode
+
+
+class Writer(threading.Thread):
+    """PUTs a stream of data items (or POSTs things) until the server goes away."""
+
+    def __init__(self, url: str, token: str, group: str, things: bool = False) -> None:
+        super().__init__(daemon=True)
+        self.url, self.token, self.group, self.things = url, token, group, things
+        self.acknowledged: dict[str, Any] = {}
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            for i in range(1_000_000):
+                key, value = f"k{i}", {"i": i, "group": self.group, "pad": "x" * (i % 300)}
+                if self.things:
+                    status, body = request("POST", self.url + "/api/things",
+                                           dict(value, name=key), self.token)
+                    if status == 200:
+                        self.acknowledged[body["uuid"]] = body
+                else:
+                    status, body = request("PUT", f"{self.url}/api/data/{self.group}/{key}",
+                                           value, self.token)
+                    if status == 200:
+                        self.acknowledged[key] = value
+                if status != 200:
+                    raise AssertionError(f"write answered {status}: {body}")
+        except BaseException as e:
+            self.error = e

@@ -7,18 +7,19 @@ from __future__ import annotations
 
 import gc
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
 import pytest_twisted
 import treq
-from twisted.internet import reactor
 from twisted.logger import ILogObserver, globalLogPublisher
 from twisted.web.client import Agent, HTTPConnectionPool
 from zope.interface import provider
 
 from exp.server.testing import DEMO, RunningServer, start_server
+
+from ._services import Engines
 
 
 class Answer:
@@ -41,6 +42,8 @@ class Http:
     """Plain HTTP calls to a server, as any EXP client would make them."""
 
     def __init__(self, url: str) -> None:
+        from twisted.internet import reactor
+
         self.url = url
         self._pool = HTTPConnectionPool(reactor, persistent=False)
         self._client = treq.client.HTTPClient(Agent(reactor, pool=self._pool))
@@ -72,9 +75,28 @@ class Http:
         return str(auth["token"])
 
 
+@pytest.fixture(scope="session")
+def engines() -> Iterator[Engines]:
+    """PostgreSQL and Redis servers, started when a test first needs them."""
+    started = Engines()
+    yield started
+    started.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend(request: pytest.FixtureRequest, engines: Engines) -> dict[str, Any]:
+    """
+    How the C{server} and C{site} fixtures run: one process on SQLite, or a
+    process of a deployment on PostgreSQL and Redis (a new database each).
+    """
+    if request.param == "sqlite":
+        return {}
+    return {"db_path": engines.postgresql().database(), "redis": engines.redis().url}
+
+
 @pytest_twisted.async_yield_fixture()
-async def server() -> AsyncIterator[RunningServer]:
-    running = await start_server()
+async def server(backend: dict[str, Any]) -> AsyncIterator[RunningServer]:
+    running = await start_server(**backend)
     yield running
     await running.stop()
 
@@ -90,11 +112,11 @@ async def token(http: Http) -> AsyncIterator[str]:
 
 
 @pytest_twisted.async_yield_fixture()
-async def site() -> AsyncIterator[Any]:
+async def site(backend: dict[str, Any]) -> AsyncIterator[Any]:
     """A demo server whose requests and connections a test can see (tests/_sdk.py)."""
     from ._sdk import Watched
 
-    watched = Watched(await start_server())
+    watched = Watched(await start_server(**backend))
     yield watched
     await watched.close()
 

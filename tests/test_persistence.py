@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import signal
 import sqlite3
-import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 import pytest_twisted
@@ -19,7 +17,7 @@ import pytest_twisted
 from exp.protocol import device_token
 from exp.server.testing import DEMO, start_server
 
-from ._processes import STARTUP_TIMEOUT, ServerProcess, request
+from ._processes import STARTUP_TIMEOUT, ServerProcess, Writer, request
 from .conftest import Http
 
 USER = {"username": DEMO["username"], "password": DEMO["password"],
@@ -55,6 +53,12 @@ async def test_writes_and_tokens_survive_a_restart(tmp_path: Path) -> None:
         answer = await http.call("POST", "/api/logs", [{"level": "info", "message": "hi"}],
                                  token=token)
         assert answer.code == 200, answer
+        gone = await http.call("POST", "/api/devices", {"uuid": "gone", "secret": "gone-secret"},
+                               token=token)
+        assert gone.code == 200, gone
+        gone_token = (await http.login(token=device_token("gone", "gone-secret")))["token"]
+        answer = await http.call("DELETE", "/api/devices/gone", token=token)
+        assert answer.code == 200, answer
     finally:
         await first.stop()
 
@@ -75,6 +79,9 @@ async def test_writes_and_tokens_survive_a_restart(tmp_path: Path) -> None:
         assert answer.code == 200, answer
         assert answer.body == b"\x89PNG\r\n\x1a\nnew"
         assert await second.server.storage.count_logs(DEMO["organization"]) == 1
+        # A deleted device's tokens stay refused after the restart.
+        answer = await http.call("GET", "/api/devices/gone", token=gone_token)
+        assert answer.code == 401, answer
         refreshed = await http.call("POST", "/api/auth/token", token=token)
         assert refreshed.code == 200, refreshed
         assert refreshed.json["identity"] == auth["identity"]
@@ -99,35 +106,6 @@ async def test_a_new_database_has_a_new_signing_key(tmp_path: Path) -> None:
         assert answer.code == 401, answer
     finally:
         await second.stop()
-
-
-class Writer(threading.Thread):
-    """PUTs a stream of data items (or POSTs things) until the server goes away."""
-
-    def __init__(self, url: str, token: str, group: str, things: bool = False) -> None:
-        super().__init__(daemon=True)
-        self.url, self.token, self.group, self.things = url, token, group, things
-        self.acknowledged: dict[str, Any] = {}
-        self.error: BaseException | None = None
-
-    def run(self) -> None:
-        try:
-            for i in range(1_000_000):
-                key, value = f"k{i}", {"i": i, "group": self.group, "pad": "x" * (i % 300)}
-                if self.things:
-                    status, body = request("POST", self.url + "/api/things",
-                                           dict(value, name=key), self.token)
-                    if status == 200:
-                        self.acknowledged[body["uuid"]] = body
-                else:
-                    status, body = request("PUT", f"{self.url}/api/data/{self.group}/{key}",
-                                           value, self.token)
-                    if status == 200:
-                        self.acknowledged[key] = value
-                if status != 200:
-                    raise AssertionError(f"write answered {status}: {body}")
-        except BaseException as e:
-            self.error = e
 
 
 @pytest.mark.slow

@@ -25,6 +25,7 @@ from exp.server.tap import Options as ServerOptions
 from exp.tap import Options as DeviceOptions
 
 from ._processes import TWISTD, free_port
+from ._services import Engines
 
 pytestmark = pytest.mark.slow
 
@@ -104,14 +105,19 @@ def test_twistd_lines_parse() -> None:
         options.parseOptions(args[3:])
 
 
-def test_local_twistd_lines_serve(tmp_path: Path) -> None:
-    """The README's twistd commands that need no account start, work, and stop on SIGTERM."""
+def test_local_twistd_lines_serve(tmp_path: Path, engines: Engines) -> None:
+    """
+    The README's twistd commands that need no account start, work, and stop on
+    SIGTERM (with this run's PostgreSQL and Redis for theirs).
+    """
     for args in shell_lines():
         if args[0] != "twistd" or "--host" in args:
             continue
         if args[2] == "exp-server":
             port = free_port()
             args = [a.replace("9000", str(port)) for a in args]
+            args = [engines.postgresql().database() if a.startswith("postgresql://") else
+                    engines.redis().url if a.startswith("redis://") else a for a in args]
             ready = f"listening on IPv4Address(type='TCP', host='127.0.0.1', port={port})"
         else:
             ready = "authenticated as device test-uuid of scala"

@@ -12,9 +12,10 @@ import uuid as uuidlib
 from collections import defaultdict
 from typing import Any
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from zope.interface import Interface, implementer
 
 from exp.protocol import engineio as eio
@@ -49,6 +50,15 @@ class ISubscriber(Interface):
 class IHub(Interface):
     """Routes broadcasts between subscribers and collects responses."""
 
+    def open(deployment: str) -> Deferred[None]:
+        """
+        Make the hub ready (connect what it spans).  C{deployment} is the
+        same for the processes of one server and differs between servers.
+        """
+
+    def close() -> Deferred[None]:
+        """Stop routing; no call may follow."""
+
     def subscribe(channel: str, subscriber: ISubscriber) -> None:
         """Deliver the broadcasts of C{channel} to C{subscriber}."""
 
@@ -69,7 +79,8 @@ class IHub(Interface):
     def respond(broadcast_id: str, channel: str, payload: Any) -> bool:
         """
         Add a response to the broadcast C{broadcast_id} on C{channel};
-        whether such a broadcast is still collecting.
+        whether a broadcast of this process took it.  A hub spanning
+        processes passes it on to the others.
         """
 
 
@@ -84,6 +95,19 @@ class LocalHub:
         self._subscribers: defaultdict[str, set[ISubscriber]] = defaultdict(set)
         self._channels_of: defaultdict[ISubscriber, set[str]] = defaultdict(set)
         self._collecting: dict[str, tuple[str, list[Any]]] = {}
+
+    def open(self, deployment: str) -> Deferred[None]:
+        return succeed(None)
+
+    def close(self) -> Deferred[None]:
+        return succeed(None)
+
+    def _publish(self, message: dict[str, Any]) -> Deferred[None] | None:
+        """
+        Pass a message (C{k}: C{b} broadcast, C{r} response) on to the
+        other processes; a hub within one process has none.
+        """
+        return None
 
     def subscribe(self, channel: str, subscriber: ISubscriber) -> None:
         self._subscribers[channel].add(subscriber)
@@ -112,7 +136,12 @@ class LocalHub:
                 self._log.failure("subscriber {subscriber!r} failed", subscriber=subscriber)
 
     def notify(self, channel: str, name: str, payload: Any) -> None:
-        self._deliver(uuidlib.uuid4().hex, channel, name, payload)
+        broadcast_id = uuidlib.uuid4().hex
+        self._deliver(broadcast_id, channel, name, payload)
+        published = self._publish(
+            {"k": "b", "id": broadcast_id, "c": channel, "n": name, "p": payload})
+        if published is not None:
+            published.addErrback(self._publish_failed, "notification")
 
     def broadcast(self, channel: str, name: str, payload: Any,
                   timeout: float) -> Deferred[list[Any]]:
@@ -120,23 +149,49 @@ class LocalHub:
 
         def finish() -> None:
             self._collecting.pop(broadcast_id, None)
-            d.callback(responses)
+            if published is None or published.called:
+                if not d.called:
+                    d.callback(responses)
+            else:
+                # Answer only once the other processes have it (or fail).
+                published.addCallback(lambda _: None if d.called else d.callback(responses))
 
         def cancel(_: Deferred[list[Any]]) -> None:
             self._collecting.pop(broadcast_id, None)
             if call.active():
                 call.cancel()
 
+        def unpublished(failure: Failure) -> None:
+            if not d.called:
+                cancel(d)
+                d.errback(failure)
+
         d: Deferred[list[Any]] = Deferred(cancel)
         broadcast_id = uuidlib.uuid4().hex
         self._collecting[broadcast_id] = (channel, responses)
         self._deliver(broadcast_id, channel, name, payload)
         call = self._clock.callLater(timeout, finish)
+        published = self._publish(
+            {"k": "b", "id": broadcast_id, "c": channel, "n": name, "p": payload})
+        if published is not None:
+            published.addErrback(unpublished)
         return d
 
     def respond(self, broadcast_id: str, channel: str, payload: Any) -> bool:
+        if self._collect(broadcast_id, channel, payload):
+            return True
+        published = self._publish({"k": "r", "id": broadcast_id, "c": channel, "p": payload})
+        if published is not None:
+            published.addErrback(self._publish_failed, "response")
+        return False
+
+    def _collect(self, broadcast_id: str, channel: str, payload: Any) -> bool:
         collecting = self._collecting.get(broadcast_id)
         if collecting is None or collecting[0] != channel:
             return False
         collecting[1].append(payload)
         return True
+
+    def _publish_failed(self, failure: Failure, what: str) -> None:
+        self._log.warn("a {what} did not reach the other processes: {error}",
+                       what=what, error=failure.getErrorMessage())

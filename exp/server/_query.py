@@ -6,6 +6,7 @@ match through lists, C{limit}, C{skip} and C{sort}.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -137,14 +138,64 @@ def _sort_key(value: Any) -> tuple[int, Any]:
         return (1, value)
     if isinstance(value, str):
         return (2, value)
-    return (3, json.dumps(value, sort_keys=True))
+    # null, lists and objects: after the scalars, in insertion order.
+    return (3, 0)
 
 
 def sort_documents(documents: list[dict[str, Any]], field: str) -> list[dict[str, Any]]:
-    """Sort by a dotted field, C{-} for descending; documents without it go last."""
+    """
+    Sort by a dotted field, C{-} for descending: booleans, numbers, then
+    strings (by code point), then null, lists and objects; documents without
+    the field go last; ties keep insertion order.
+    """
     descending = field.startswith("-")
     path = field.lstrip("-").split(".")
     present = [(d, _lookup(d, path)) for d in documents]
     have = [(d, v) for d, v in present if v is not _MISSING]
     have.sort(key=lambda pair: _sort_key(pair[1]), reverse=descending)
     return [d for d, _ in have] + [d for d, v in present if v is _MISSING]
+
+
+# -- the same queries as SQL/JSON paths, for engines that run them --------
+
+
+def _jsonpath_string(text: str) -> str:
+    """A SQL/JSON path string literal (JSON escapes are valid there)."""
+    return json.dumps(text, ensure_ascii=False)
+
+
+def _jsonpath_keys(path: str) -> str:
+    return "".join("." + _jsonpath_string(key) for key in path.split("."))
+
+
+def filter_jsonpath(path: str, wanted: Sequence[str]) -> str | None:
+    """
+    A lax SQL/JSON path that exists in a document exactly when
+    L{Query.matches} accepts it for this filter: lax mode matches through
+    lists as L{_match} does.  C{None} when no stored document can match
+    (text with U+0000 cannot be stored).
+    """
+    alternatives: list[str] = []
+    for want in wanted:
+        if "\x00" in want:
+            continue
+        alternatives.append(f"@ == {_jsonpath_string(want)}")
+        if want in ("true", "false", "null"):
+            alternatives.append(f"@ == {want}")
+        try:
+            number = float(want)
+        except ValueError:
+            continue
+        if math.isfinite(number):
+            alternatives.append(f"@ == {number!r}")
+    if not alternatives:
+        return None
+    return f"lax ${_jsonpath_keys(path)} ? ({' || '.join(alternatives)})"
+
+
+def sort_jsonpath(field: str) -> tuple[str, bool]:
+    """
+    The strict SQL/JSON path of a sort field (missing when any step is not
+    an object, as for L{sort_documents}) and whether it is descending.
+    """
+    return f"strict ${_jsonpath_keys(field.lstrip('-'))}", field.startswith("-")

@@ -165,8 +165,9 @@ async def _once(storage: IStorage, organization: str, what: str) -> bool:
     """
     if await storage.get(organization, "seeded", what) is not None:
         return False
-    await storage.insert(organization, "seeded", {"uuid": what}, replace_uuid=False)
-    return True
+    # Of processes seeding one database together, one gets the marker.
+    marker = await storage.insert(organization, "seeded", {"uuid": what}, replace_uuid=False)
+    return marker is not None
 
 
 async def apply_seed(storage: IStorage, organizations: list[Organization]) -> None:

@@ -6,6 +6,7 @@ rules of Part B, over an L{IStorage} and an L{IHub}.
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import math
 import re
@@ -20,6 +21,7 @@ from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
 from twisted.web import http, resource, server, static
 from twisted.web.client import Agent, HTTPConnectionPool
+from zope.interface import implementer
 
 from exp.protocol import ChannelId, InvalidChannelId, InvalidToken, unverified_claims, verify
 from exp.server import _content, _feeds
@@ -36,11 +38,11 @@ from exp.server._auth import (
     new_secret,
     pairing_code,
 )
-from exp.server._hub import IHub, LocalHub
+from exp.server._hub import IHub, ISubscriber, LocalHub, Message
 from exp.server._network import EngineIOResource, Network
 from exp.server._query import InvalidQuery, Query
 from exp.server._seed import Organization, apply_seed, data_uuid, user_uuid
-from exp.server._storage import Document, IStorage
+from exp.server._storage import Document, IStorage, SQLiteStorage
 from exp.server._web import (
     ApiRequest,
     Delegate,
@@ -105,6 +107,49 @@ def _public_item(document: Document) -> Document:
     return {"group": document["group"], "key": document["key"], "value": document["value"]}
 
 
+def make_storage(db: str, reactor: Any = None) -> IStorage:
+    """The storage of C{db}: a C{postgresql://} URL, or else a SQLite file."""
+    if db.startswith(("postgresql://", "postgres://")):
+        from exp.server._postgresql import PostgreSQLStorage
+
+        return PostgreSQLStorage(db, reactor)
+    return SQLiteStorage(db, reactor)
+
+
+def make_hub(redis: str | None, reactor: Any) -> IHub:
+    """A hub spanning processes through the Redis at C{redis}, or one within this process."""
+    if redis:
+        from exp.server._redis import RedisHub
+
+        return RedisHub(reactor, redis)
+    return LocalHub(reactor)
+
+
+def _device_key(organization: str, uuid: str) -> str:
+    return json.dumps([organization, uuid], separators=(",", ":"), ensure_ascii=False)
+
+
+#: The hub channel between the processes of one server; no client
+#: channel id looks like it.
+SERVER_CHANNEL = "exp:server"
+
+
+@implementer(ISubscriber)
+class _ServerEvents:
+    """What the processes of one server tell each other through the hub."""
+
+    def __init__(self, server: ExpServer) -> None:
+        self._server = server
+
+    def deliver(self, message: Message) -> None:
+        name, payload = message.body["name"], message.body["payload"]
+        key = (payload["organization"], payload["uuid"])
+        if name == "deviceDeleted":
+            self._server._forget_device(*key, payload["until"])
+        elif name == "deviceCreated":
+            self._server._deleted_devices.pop(key, None)
+
+
 class ExpServer:
     """
     The server's state and request handlers.  L{start} makes it ready;
@@ -131,7 +176,9 @@ class ExpServer:
         self.tokens: TokenIssuer | None = None
         #: Devices deleted through the API, by (organization, uuid): their
         #: tokens are refused until the last one issued before has expired.
+        #: Kept in storage too, and told to the other processes by the hub.
         self._deleted_devices: dict[tuple[str, str], float] = {}
+        self._server_events = _ServerEvents(self)
         self.router = Router()
         self._add_routes()
         self.network = Network(
@@ -146,10 +193,15 @@ class ExpServer:
         key = await self.storage.setting("signingKey", lambda: secrets.token_urlsafe(48))
         self.tokens = TokenIssuer(key, self.config.token_lifetime)
         await apply_seed(self.storage, self._seed)
+        await self._load_deleted_devices()
+        self.hub.subscribe(SERVER_CHANNEL, self._server_events)
+        await self.hub.open(hashlib.sha256(key.encode()).hexdigest()[:16])
 
     async def stop(self) -> None:
-        """Close outgoing connections and the storage."""
+        """Close outgoing connections, the hub and the storage."""
         self.network.close_all()
+        self.hub.unsubscribe_all(self._server_events)
+        await self.hub.close()
         await self._pool.closeCachedConnections()
         await self.storage.close()
 
@@ -193,15 +245,43 @@ class ExpServer:
                 raise InvalidToken("its device has been deleted")
         return identity
 
-    def _device_deleted(self, organization: str, uuid: str) -> None:
+    async def _device_deleted(self, organization: str, uuid: str) -> None:
+        """
+        Refuse the tokens of a deleted device, in every process and after
+        restarts, until the last one issued before has expired.
+        """
+        key = _device_key(organization, uuid)
+        until = time.time() + self.config.token_lifetime + 1
+        record = {"uuid": key, "organization": organization, "device": uuid, "until": until}
+        await self.storage.put(NO_ORGANIZATION, "deletedDevices", key, record)
+        self.hub.notify(SERVER_CHANNEL, "deviceDeleted",
+                        {"organization": organization, "uuid": uuid, "until": until})
+
+    async def _device_created(self, organization: str, uuid: str) -> None:
+        """A device of a deleted one's uuid has its own tokens: accept them."""
+        if await self.storage.delete(NO_ORGANIZATION, "deletedDevices",
+                                     _device_key(organization, uuid)) is not None:
+            self.hub.notify(SERVER_CHANNEL, "deviceCreated",
+                            {"organization": organization, "uuid": uuid})
+
+    def _forget_device(self, organization: str, uuid: str, until: float) -> None:
         """Refuse the tokens of a deleted device and end its network sessions."""
         now = time.time()
         self._deleted_devices = {k: v for k, v in self._deleted_devices.items() if v > now}
-        self._deleted_devices[(organization, uuid)] = now + self.config.token_lifetime + 1
+        self._deleted_devices[(organization, uuid)] = until
         for session in list(self.network.sessions.values()):
             who = session.identity
             if (who.type, who.organization, who.uuid) == (DEVICE, organization, uuid):
                 session.close()
+
+    async def _load_deleted_devices(self) -> None:
+        records, _ = await self.storage.find(NO_ORGANIZATION, "deletedDevices", Query())
+        now = time.time()
+        for record in records:
+            if record["until"] > now:
+                self._deleted_devices[(record["organization"], record["device"])] = record["until"]
+            else:
+                await self.storage.delete(NO_ORGANIZATION, "deletedDevices", record["uuid"])
 
     def _public_url(self, req: ApiRequest) -> str:
         if self.config.public_url:
@@ -403,7 +483,7 @@ class ExpServer:
             body["secret"] = new_secret()
         device = await self.storage.insert(identity.organization, "devices", body)
         assert device is not None
-        self._deleted_devices.pop((identity.organization, device["uuid"]), None)
+        await self._device_created(identity.organization, device["uuid"])
         self.notify(identity.organization, device["uuid"], "create", device)
         self.notify(NO_ORGANIZATION, pairing["identity"], "paired",
                     {"uuid": device["uuid"], "secret": device["secret"]})
@@ -427,11 +507,12 @@ class ExpServer:
         identity = self._reader(req)
         query = self._query(req)
         if collection == "devices" and identity.is_consumer:
-            # Filter and sort what a consumer app may see, so that a find
-            # by secret cannot probe device secrets.
-            documents, _ = await self.storage.find(identity.organization, collection, Query())
-            results, total = query.run(self._shown(identity, collection, d) for d in documents)
-            return {"results": results, "total": total}
+            # A consumer app queries devices as it sees them, without their
+            # secret, so that a find by secret cannot probe device secrets.
+            if any(path.split(".")[0] == "secret" for path in query.filters):
+                return {"results": [], "total": 0}
+            if query.sort and query.sort.lstrip("-").split(".")[0] == "secret":
+                query = attrs.evolve(query, sort=None)
         results, total = await self.storage.find(identity.organization, collection, query)
         return {"results": [self._shown(identity, collection, d) for d in results],
                 "total": total}
@@ -446,7 +527,7 @@ class ExpServer:
         stored = await self.storage.insert(identity.organization, collection, document)
         assert stored is not None
         if collection == "devices":
-            self._deleted_devices.pop((identity.organization, stored["uuid"]), None)
+            await self._device_created(identity.organization, stored["uuid"])
         self.notify(identity.organization, stored["uuid"], "create", stored)
         return stored
 
@@ -477,7 +558,7 @@ class ExpServer:
             raise _not_found(f"{collection[:-1]} {uuid}")
         self.notify(identity.organization, uuid, "delete", document)
         if collection == "devices":
-            self._device_deleted(identity.organization, uuid)
+            await self._device_deleted(identity.organization, uuid)
         return None
 
     # -- locations and feeds --------------------------------------------------

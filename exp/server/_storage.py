@@ -28,6 +28,10 @@ T = TypeVar("T")
 Document = dict[str, Any]
 
 
+class Unavailable(Exception):
+    """The storage cannot be reached now; the call may succeed later."""
+
+
 class IStorage(Interface):
     """
     Documents by organization, collection and uuid, plus server settings,
@@ -115,7 +119,8 @@ CREATE TABLE IF NOT EXISTS logs (
 """
 
 
-def _dumps(document: Any) -> str:
+def dumps(document: Any) -> str:
+    """Compact JSON text, as stored."""
     return json.dumps(document, separators=(",", ":"), ensure_ascii=False)
 
 
@@ -205,7 +210,7 @@ class SQLiteStorage:
                 doc["uuid"] = str(uuidlib.uuid4())
             db.execute(
                 "INSERT INTO documents (organization, collection, uuid, body) VALUES (?,?,?,?)",
-                (organization, collection, doc["uuid"], _dumps(doc)),
+                (organization, collection, doc["uuid"], dumps(doc)),
             )
             return doc
 
@@ -257,7 +262,7 @@ class SQLiteStorage:
                 db.execute(
                     "INSERT INTO documents (organization, collection, uuid, body)"
                     " VALUES (?,?,?,?)",
-                    (organization, collection, uuid, _dumps(document)),
+                    (organization, collection, uuid, dumps(document)),
                 )
             else:
                 _write(db, organization, collection, uuid, document)
@@ -303,10 +308,10 @@ class SQLiteStorage:
                  entries: list[Any]) -> Deferred[None]:
         def run(db: sqlite3.Connection) -> None:
             now = time.time()
-            who = _dumps(identity)
+            who = dumps(identity)
             db.executemany(
                 "INSERT INTO logs (organization, identity, received, entry) VALUES (?,?,?,?)",
-                [(organization, who, now, _dumps(entry)) for entry in entries],
+                [(organization, who, now, dumps(entry)) for entry in entries],
             )
 
         return self._run(run)
@@ -341,5 +346,5 @@ def _write(db: sqlite3.Connection, organization: str, collection: str, uuid: str
            document: Document) -> None:
     db.execute(
         "UPDATE documents SET body = ? WHERE organization = ? AND collection = ? AND uuid = ?",
-        (_dumps(document), organization, collection, uuid),
+        (dumps(document), organization, collection, uuid),
     )

@@ -3,10 +3,20 @@ C{twistd exp-server}: run the local EXP server::
 
     twistd -n exp-server [--listen tcp:9000:interface=127.0.0.1] [--db exp.sqlite3]
                          [--seed seed.json] [--content DIR] [--public-url URL]
+
+Several processes serve one site when they share a PostgreSQL database and
+a Redis::
+
+    twistd -n exp-server --db postgresql://exp@db/exp --redis redis://cache:6379/0
+
+PostgreSQL and Redis are reached through their asyncio drivers, so these
+options run twistd on Twisted's asyncio reactor.
 """
 
 from __future__ import annotations
 
+import importlib
+import sys
 from typing import Any
 
 from twisted.application import service
@@ -16,9 +26,9 @@ from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 from twisted.python import usage
 
+from exp.server._asyncio import WrongReactor, require_asyncio_reactor
 from exp.server._seed import SeedError, demo_seed_path, load_seed
-from exp.server._server import ExpServer, ServerConfig
-from exp.server._storage import SQLiteStorage
+from exp.server._server import ExpServer, ServerConfig, make_hub, make_storage
 
 
 def _positive(kind: type, name: str) -> Any:
@@ -46,7 +56,11 @@ class Options(usage.Options):
     optParameters = [
         ["listen", "l", "tcp:9000:interface=127.0.0.1",
          "Endpoint to listen on (a Twisted endpoint string)."],
-        ["db", "d", "exp.sqlite3", "SQLite database file (created if missing)."],
+        ["db", "d", "exp.sqlite3",
+         "SQLite database file (created if missing), or a postgresql:// URL."],
+        ["redis", "r", None,
+         "redis:// URL: broadcasts and responses then reach every process "
+         "started with the same --db and --redis."],
         ["seed", "s", None, "Seed file (JSON); the demo seed when not given."],
         ["content", "c", None,
          "Content folder of the organizations whose seed names none."],
@@ -65,6 +79,37 @@ class Options(usage.Options):
             self["organizations"] = load_seed(self["seed"] or demo_seed_path())
         except SeedError as e:
             raise usage.UsageError(str(e)) from None
+        postgresql = self["db"].startswith(("postgresql://", "postgres://"))
+        if self["redis"] and not self["redis"].startswith(("redis://", "rediss://", "unix://")):
+            raise usage.UsageError("--redis takes a redis://, rediss:// or unix:// URL")
+        if postgresql:
+            _require("psycopg_pool", "--db postgresql://", "postgresql")
+        if self["redis"]:
+            _require("redis.asyncio", "--redis", "redis")
+        if postgresql or self["redis"]:
+            _use_asyncio_reactor()
+
+
+def _require(module: str, option: str, extra: str) -> None:
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        raise usage.UsageError(
+            f"{option} needs {module.split('.')[0]}: pip install 'exp[{extra}]'") from None
+
+
+def _use_asyncio_reactor() -> None:
+    """PostgreSQL and Redis need the asyncio reactor: install it unless one is."""
+    if "twisted.internet.reactor" not in sys.modules:
+        from twisted.internet import asyncioreactor
+
+        asyncioreactor.install()
+    from twisted.internet import reactor
+
+    try:
+        require_asyncio_reactor(reactor, "--db postgresql:// or --redis")
+    except WrongReactor as e:
+        raise usage.UsageError(str(e)) from None
 
 
 class ServerService(service.Service):
@@ -112,6 +157,6 @@ def makeService(options: Options) -> service.IService:
         content=options["content"],
         access_log=not options["no-access-log"],
     )
-    server = ExpServer(SQLiteStorage(options["db"], reactor), options["organizations"],
-                       config, reactor=reactor)
+    server = ExpServer(make_storage(options["db"], reactor), options["organizations"],
+                       config, reactor=reactor, hub=make_hub(options["redis"], reactor))
     return ServerService(server, serverFromString(reactor, options["listen"]))

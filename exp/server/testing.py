@@ -45,8 +45,7 @@ from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.interfaces import IListeningPort
 
 from exp.server._seed import Organization, demo_seed_path, load_seed
-from exp.server._server import ExpServer, ServerConfig
-from exp.server._storage import SQLiteStorage
+from exp.server._server import ExpServer, ServerConfig, make_hub, make_storage
 
 __all__ = ["DEMO", "RunningServer", "ServerProcess", "start_server"]
 
@@ -85,6 +84,7 @@ async def start_server(
     seed: str | dict[str, Any] | None = None,
     *,
     db_path: str | None = None,
+    redis: str | None = None,
     directory: str | None = None,
     reactor: Any = None,
     port: int = 0,
@@ -95,8 +95,11 @@ async def start_server(
 
     @param seed: a seed file path, a seed as a dict (its content folders are
         relative to C{directory}), or C{None} for the demo seed.
-    @param db_path: the database file; by default a new one in a temporary
-        directory (give the same path again to test a restart).
+    @param db_path: the database file, or a C{postgresql://} URL; by
+        default a new file in a temporary directory (give the same path
+        again to test a restart).
+    @param redis: a C{redis://} URL: the hub then spans the processes
+        started with the same database and Redis.
     @param directory: where the database and a dict seed are written; a
         temporary directory removed by L{RunningServer.stop} by default.
     @param port: the port to listen on; 0 (the default) picks a free one.
@@ -118,8 +121,8 @@ async def start_server(
     else:
         organizations = load_seed(seed or demo_seed_path())
     db_path = db_path or os.path.join(directory, "exp.sqlite3")
-    server = ExpServer(SQLiteStorage(db_path, reactor), organizations,
-                       ServerConfig(**config), reactor=reactor)
+    server = ExpServer(make_storage(db_path, reactor), organizations,
+                       ServerConfig(**config), reactor=reactor, hub=make_hub(redis, reactor))
     await server.start()
     listening = await TCP4ServerEndpoint(reactor, port, interface="127.0.0.1").listen(
         server.site())
