@@ -34,6 +34,7 @@ figures are only as good as the machine is quiet.  This is a script, not a test.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -76,13 +77,20 @@ def _log(message: str) -> None:
 
 
 class ServerProcess:
-    """``python -m twisted exp-server`` in its own process, with its own database."""
+    """
+    ``python -m twisted exp-server`` in its own process, with its own database
+    (a new SQLite file in C{directory}) unless C{db} names one.  C{runner_args}
+    go to C{twist} (before C{exp-server}), e.g. C{("--reactor", "asyncio")}.
+    """
 
-    def __init__(self, reactor: Any, directory: str, extra_args: tuple[str, ...] = ()) -> None:
+    def __init__(self, reactor: Any, directory: str, extra_args: tuple[str, ...] = (),
+                 db: str | None = None, runner_args: tuple[str, ...] = ()) -> None:
         self.reactor = reactor
         self.extra_args = extra_args
+        self.runner_args = runner_args
         self.directory = directory
         self.port = _free_port()
+        self.db = db or os.path.join(directory, f"exp-{self.port}.sqlite3")
         self.url = f"http://{HOST}:{self.port}"
         self.process: subprocess.Popen[bytes] | None = None
         self.token = ""
@@ -92,9 +100,10 @@ class ServerProcess:
     async def start(self) -> None:
         """Spawn the server and log in as the demo user once it answers."""
         log = open(os.path.join(self.directory, "server.log"), "ab")
-        command = [sys.executable, "-m", "twisted", "--log-format", "text", "exp-server",
+        command = [sys.executable, "-m", "twisted", "--log-format", "text",
+                   *self.runner_args, "exp-server",
                    "--listen", f"tcp:{self.port}:interface={HOST}",
-                   "--db", os.path.join(self.directory, f"exp-{self.port}.sqlite3"),
+                   "--db", self.db,
                    *self.extra_args]
         self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
                                         cwd=self.directory)
@@ -499,20 +508,27 @@ class WorkerClients:
     The fan-out sessions, split over worker processes (this script run with
     C{--worker}).  Each reports the first and last arrival of a broadcast at
     its sessions; times are CLOCK_MONOTONIC, the same in every process.
+    C{reports[seq]} keeps each worker's C{(first, last)}, by the worker's index.
     """
 
     def __init__(self, reactor: Any, processes: int) -> None:
         self.reactor = reactor
         self.processes = processes
         self._workers: list[WorkerProcess] = []
-        self._rounds: dict[int, list[tuple[float, float]]] = {}
+        self._rounds: dict[int, dict[int, tuple[float, float]]] = {}
         self._waiting: dict[int, defer.Deferred[tuple[float, float]]] = {}
+        self.reports: dict[int, dict[int, tuple[float, float]]] = {}
 
     async def start(self, server: ServerProcess, count: int) -> None:
         shares = [count // self.processes + (i < count % self.processes)
                   for i in range(self.processes)]
-        for share in shares:
-            worker = WorkerProcess(self._report)
+        await self.start_on([(server, share) for share in shares])
+
+    async def start_on(self, shares: list[tuple[ServerProcess, int]]) -> None:
+        """One worker per C{(server, sessions)}: its sessions connect to that server."""
+        self.processes = len(shares)
+        for index, (server, share) in enumerate(shares):
+            worker = WorkerProcess(functools.partial(self._report, index))
             self.reactor.spawnProcess(
                 worker, sys.executable,
                 [sys.executable, os.path.abspath(__file__), "--worker",
@@ -528,18 +544,19 @@ class WorkerClients:
     def expect(self, seq: int) -> defer.Deferred[tuple[float, float]]:
         d: defer.Deferred[tuple[float, float]] = defer.Deferred()
         self._waiting[seq] = d
-        self._rounds[seq] = []
+        self._rounds[seq] = {}
         return d
 
-    def _report(self, seq: int, first: float, last: float) -> None:
+    def _report(self, worker: int, seq: int, first: float, last: float) -> None:
         reports = self._rounds.get(seq)
         if reports is None:
             return
-        reports.append((first, last))
+        reports[worker] = (first, last)
         if len(reports) == self.processes:
             del self._rounds[seq]
+            self.reports[seq] = reports
             self._waiting.pop(seq).callback(
-                (min(r[0] for r in reports), max(r[1] for r in reports)))
+                (min(r[0] for r in reports.values()), max(r[1] for r in reports.values())))
 
     async def close(self) -> None:
         for worker in self._workers:

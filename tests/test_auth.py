@@ -130,14 +130,14 @@ async def test_expired_server_token_is_401(http: Http) -> None:
     """Tokens of the server expire after the configured lifetime."""
     from exp.server.testing import start_server
 
-    short = await start_server(token_lifetime=1)
+    short = await start_server(token_lifetime=3)
     try:
         client = Http(short.url)
         token = await client.user_token()
         assert (await client.call("GET", "/api/devices", token=token)).code == 200
         from twisted.internet import reactor, task
 
-        await task.deferLater(reactor, 2.1, lambda: None)
+        await task.deferLater(reactor, 4.1, lambda: None)
         answer = await client.call("GET", "/api/devices", token=token)
         assert answer.code == 401
         assert "expired" in answer.json["message"]

@@ -137,9 +137,9 @@ class LocalHub:
 
     def notify(self, channel: str, name: str, payload: Any) -> None:
         broadcast_id = uuidlib.uuid4().hex
-        self._deliver(broadcast_id, channel, name, payload)
         published = self._publish(
             {"k": "b", "id": broadcast_id, "c": channel, "n": name, "p": payload})
+        self._deliver(broadcast_id, channel, name, payload)
         if published is not None:
             published.addErrback(self._publish_failed, "notification")
 
@@ -169,10 +169,11 @@ class LocalHub:
         d: Deferred[list[Any]] = Deferred(cancel)
         broadcast_id = uuidlib.uuid4().hex
         self._collecting[broadcast_id] = (channel, responses)
-        self._deliver(broadcast_id, channel, name, payload)
-        call = self._clock.callLater(timeout, finish)
+        # Published first: the other processes deliver while this one does.
         published = self._publish(
             {"k": "b", "id": broadcast_id, "c": channel, "n": name, "p": payload})
+        self._deliver(broadcast_id, channel, name, payload)
+        call = self._clock.callLater(timeout, finish)
         if published is not None:
             published.addErrback(unpublished)
         return d

@@ -2,7 +2,7 @@
 L{IStorage} in PostgreSQL, for several server processes sharing one
 database: documents are JSONB, and the queries of PROTOCOL.md A6 run in the
 database as SQL/JSON paths.  The driver is psycopg 3 (its asyncio API, on
-Twisted's asyncio reactor) with its connection pool.
+the loop thread of L{exp.server._asyncio}) with its connection pool.
 """
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ import uuid as uuidlib
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from zope.interface import implementer
 
-from exp.server._asyncio import deferred, require_asyncio_reactor
+from exp.server._asyncio import loop_thread
 from exp.server._query import Query, filter_jsonpath, sort_jsonpath
 from exp.server._storage import Document, IStorage, Unavailable, dumps
 
@@ -103,10 +103,9 @@ class PostgreSQLStorage:
             raise Unavailable("PostgreSQL is unavailable") from e
 
     def _run(self, f: Callable[[Any], Awaitable[T]]) -> Deferred[T]:
-        return deferred(self._transaction(f))
+        return loop_thread(self._reactor).run(self._transaction(f))
 
     def open(self) -> Deferred[None]:
-        require_asyncio_reactor(self._reactor, "PostgreSQL storage")
         try:
             from psycopg_pool import AsyncConnectionPool
         except ImportError:
@@ -127,7 +126,7 @@ class PostgreSQLStorage:
 
             await self._transaction(create)
 
-        return deferred(connect())
+        return loop_thread(self._reactor).run(connect())
 
     def close(self) -> Deferred[None]:
         async def disconnect() -> None:
@@ -135,7 +134,7 @@ class PostgreSQLStorage:
             if pool is not None:
                 await pool.close()
 
-        return deferred(disconnect())
+        return loop_thread(self._reactor).run(disconnect())
 
     def setting(self, name: str, default: Callable[[], str]) -> Deferred[str]:
         async def run(db: Any) -> str:
@@ -197,7 +196,7 @@ class PostgreSQLStorage:
         for path, wanted in query.filters.items():
             jsonpath = filter_jsonpath(path, wanted)
             if jsonpath is None:
-                return Deferred.fromCoroutine(_nothing())
+                return succeed(([], 0))
             where += " AND body @? %s::jsonpath"
             params.append(jsonpath)
         if query.sort:
@@ -305,7 +304,3 @@ class PostgreSQLStorage:
 def _bigint(count: int | None) -> int | None:
     """A count as PostgreSQL takes it: beyond any table, not beyond a bigint."""
     return None if count is None else min(count, 2**63 - 1)
-
-
-async def _nothing() -> tuple[list[Document], int]:
-    return [], 0

@@ -8,7 +8,8 @@ own broadcasts it delivers at once, without the round trip.  Redis pub/sub
 keeps nothing: while a process is cut off from Redis, it misses what the
 others publish, as a client misses what is broadcast while it reconnects.
 
-The driver is redis-py's asyncio API, on Twisted's asyncio reactor.
+The driver is redis-py's asyncio API, on the loop thread of
+L{exp.server._asyncio}.
 """
 
 from __future__ import annotations
@@ -19,10 +20,9 @@ import uuid as uuidlib
 from typing import Any
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IReactorTime
 from zope.interface import implementer
 
-from exp.server._asyncio import deferred, require_asyncio_reactor
+from exp.server._asyncio import LoopThread, loop_thread
 from exp.server._hub import IHub, LocalHub
 from exp.server._storage import Unavailable, dumps
 
@@ -34,8 +34,9 @@ RETRY_DELAYS = (0.1, 0.5, 1.0, 2.0)
 class RedisHub(LocalHub):
     """L{IHub} for one process of several, joined by the Redis at C{url}."""
 
-    def __init__(self, clock: IReactorTime, url: str, timeout: float = 5.0) -> None:
-        super().__init__(clock)
+    def __init__(self, reactor: Any, url: str, timeout: float = 5.0) -> None:
+        super().__init__(reactor)
+        self._loop_thread: LoopThread = loop_thread(reactor)
         self.url = url
         self.channel = ""
         self._timeout = timeout
@@ -48,7 +49,6 @@ class RedisHub(LocalHub):
     def open(self, deployment: str) -> Deferred[None]:
         # Servers sharing a Redis keep to their own channel.
         self.channel = f"exp:{deployment}:network"
-        require_asyncio_reactor(self._clock, "the Redis hub")
         try:
             import redis.asyncio
         except ImportError:
@@ -65,10 +65,10 @@ class RedisHub(LocalHub):
                 await self._close()
                 raise Unavailable("Redis does not answer") from None
 
-        return deferred(connect())
+        return self._loop_thread.run(connect())
 
     def close(self) -> Deferred[None]:
-        return deferred(self._close())
+        return self._loop_thread.run(self._close())
 
     async def _close(self) -> None:
         reader, self._reader = self._reader, None
@@ -89,17 +89,18 @@ class RedisHub(LocalHub):
                 assert self._subscribed is not None
                 self._subscribed.set()
                 if failures:
-                    self._log.info("subscribed to Redis again")
+                    self._loop_thread.call_in_reactor(self._log.info, "subscribed to Redis again")
                 failures = 0
                 while True:
                     message = await pubsub.get_message(timeout=None)
                     if message is not None and message["type"] == "message":
-                        self._received(message["data"])
+                        self._loop_thread.call_in_reactor(self._received, message["data"])
             except asyncio.CancelledError:
                 raise
             except Exception as e:
                 if not failures:
-                    self._log.warn("lost the Redis subscription: {error}", error=e)
+                    self._loop_thread.call_in_reactor(
+                        self._log.warn, "lost the Redis subscription: {error}", error=e)
                 delay = RETRY_DELAYS[min(failures, len(RETRY_DELAYS) - 1)]
                 failures += 1
                 await asyncio.sleep(delay)
@@ -130,4 +131,4 @@ class RedisHub(LocalHub):
             except Exception as e:
                 raise Unavailable("Redis is unavailable") from e
 
-        return deferred(publish())
+        return self._loop_thread.run(publish())

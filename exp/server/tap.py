@@ -8,15 +8,11 @@ Several processes serve one site when they share a PostgreSQL database and
 a Redis::
 
     twistd -n exp-server --db postgresql://exp@db/exp --redis redis://cache:6379/0
-
-PostgreSQL and Redis are reached through their asyncio drivers, so these
-options run twistd on Twisted's asyncio reactor.
 """
 
 from __future__ import annotations
 
 import importlib
-import sys
 from typing import Any
 
 from twisted.application import service
@@ -26,7 +22,6 @@ from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 from twisted.python import usage
 
-from exp.server._asyncio import WrongReactor, require_asyncio_reactor
 from exp.server._seed import SeedError, demo_seed_path, load_seed
 from exp.server._server import ExpServer, ServerConfig, make_hub, make_storage
 
@@ -86,8 +81,6 @@ class Options(usage.Options):
             _require("psycopg_pool", "--db postgresql://", "postgresql")
         if self["redis"]:
             _require("redis.asyncio", "--redis", "redis")
-        if postgresql or self["redis"]:
-            _use_asyncio_reactor()
 
 
 def _require(module: str, option: str, extra: str) -> None:
@@ -96,20 +89,6 @@ def _require(module: str, option: str, extra: str) -> None:
     except ImportError:
         raise usage.UsageError(
             f"{option} needs {module.split('.')[0]}: pip install 'exp[{extra}]'") from None
-
-
-def _use_asyncio_reactor() -> None:
-    """PostgreSQL and Redis need the asyncio reactor: install it unless one is."""
-    if "twisted.internet.reactor" not in sys.modules:
-        from twisted.internet import asyncioreactor
-
-        asyncioreactor.install()
-    from twisted.internet import reactor
-
-    try:
-        require_asyncio_reactor(reactor, "--db postgresql:// or --redis")
-    except WrongReactor as e:
-        raise usage.UsageError(str(e)) from None
 
 
 class ServerService(service.Service):

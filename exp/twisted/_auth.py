@@ -158,6 +158,8 @@ class Authenticator:
                     self._fatal(e)
                     return
                 self.last_error = e
+                if self._stopped:
+                    return
                 attempt += 1
                 delay = self._retry_policy(attempt)
                 self._log.warn("login failed ({error}); retrying in {delay:.1f} s",
@@ -226,6 +228,8 @@ class Authenticator:
                 if not _transient(e) or self._expired(payload):
                     self._log.info("token refresh failed ({error}); logging in again", error=e)
                     await self._login()
+                    return
+                if self._stopped:
                     return
                 attempt += 1
                 delay = self._retry_policy(attempt)
