@@ -266,7 +266,7 @@ async def test_other_organization_cannot_read(content: Content) -> None:
 
 @pytest_twisted.ensureDeferred
 async def test_no_file_outside_the_folder_is_served(content: Content) -> None:
-    """Traversal, absolute paths, symlinks out and dotfiles are 404; NUL bytes 400."""
+    """Traversal, absolute paths, symlinks out, dotfiles and NUL bytes are all 404."""
     outside = str(content.base / "outside.txt")
     targets = [
         "/api/delivery/../outside.txt",
@@ -283,6 +283,7 @@ async def test_no_file_outside_the_folder_is_served(content: Content) -> None:
         "/api/delivery/.secret",
         "/api/delivery/%2Esecret",
         "/api/delivery/.hidden/inside.txt",
+        "/api/delivery/welcome.txt%00.png",
         "/api/delivery/images/logo.png?variant=%2F..%2F..%2F..%2Foutside",
         "/api/delivery/images/logo.png?variant=..",
         "/api/delivery/images/logo.png?variant=",
@@ -294,8 +295,6 @@ async def test_no_file_outside_the_folder_is_served(content: Content) -> None:
         assert answer.code == 404, (target, answer)
         assert OUTSIDE not in answer.body
         assert b"dotfile" not in answer.body and b"hidden folder" not in answer.body
-    answer = await content.raw(f"/api/delivery/welcome.txt%00.png?_rt={content.rt}".encode())
-    assert (answer.code, answer.json["code"]) == (400, "request.invalidParameter"), answer
 
 
 # -- location layouts (the demo seed) -------------------------------------------

@@ -19,7 +19,8 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
 from zope.interface import implementer
 
-from exp.server.testing import RunningServer, start_server
+from exp.protocol import encode_channel
+from exp.server.testing import DEMO, RunningServer, start_server
 
 from ._support import assert_error
 from .conftest import Answer, Http
@@ -297,3 +298,28 @@ async def test_connection_is_reused_after_errors(small: RunningServer) -> None:
                 assert_error(answer, status)
     finally:
         await pool.closeCachedConnections()
+
+
+@pytest_twisted.ensureDeferred
+async def test_text_with_nul_is_stored_on_sqlite_and_400_on_postgresql(
+        http: Http, token: str, backend: dict[str, Any]) -> None:
+    """PostgreSQL cannot hold U+0000: a document or key with it is 400 there, never 5xx."""
+    on_postgresql = bool(backend)
+    for method, path, body in (("POST", "/api/things", {"name": "a\u0000b"}),
+                               ("PUT", "/api/data/g/k", {"v": "\u0000"}),
+                               ("PUT", "/api/data/g%00/k", {"v": 1})):
+        answer = await http.call(method, path, body, token=token)
+        if on_postgresql:
+            assert_error(answer, 400, "request.invalidDocument")
+        else:
+            assert answer.code == 200, answer
+    answer = await http.call("GET", "/api/data/g/k", token=token)
+    assert answer.code == (404 if on_postgresql else 200), answer
+    answer = await http.call("GET", "/api/things/a%00b", token=token)
+    assert answer.code == (400 if on_postgresql else 404), answer
+    # A broadcast is any JSON (PROTOCOL.md A4), and is not stored.
+    channel = encode_channel(DEMO["organization"], "nul")
+    answer = await http.call("POST", "/api/networks/current/broadcasts",
+                             {"channel": channel, "name": "n", "payload": "\u0000"}, token=token)
+    assert answer.code == 200, answer
+    await still_serving(http, token)

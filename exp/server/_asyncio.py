@@ -33,12 +33,17 @@ class LoopThread:
         self._thread.start()
         reactor.addSystemEventTrigger("after", "shutdown", self.stop)
 
-    def run(self, coroutine: Coroutine[Any, Any, T]) -> Deferred[T]:
-        """Run C{coroutine} on the loop; cancelling the result cancels it."""
+    def run(self, coroutine: Coroutine[Any, Any, T], cancellable: bool = True) -> Deferred[T]:
+        """
+        Run C{coroutine} on the loop.  Cancelling the result cancels it, or
+        when not C{cancellable} only stops waiting for it (a write then
+        still completes, as it would on SQLite).
+        """
         future = asyncio.run_coroutine_threadsafe(coroutine, self.loop)
 
         def cancel(_: Deferred[T]) -> None:
-            future.cancel()
+            if cancellable:
+                future.cancel()
 
         d: Deferred[T] = Deferred(cancel)
 
@@ -60,6 +65,8 @@ class LoopThread:
         if self._thread.is_alive():
             self.loop.call_soon_threadsafe(self.loop.stop)
             self._thread.join(10)
+        if not self._thread.is_alive():
+            self.loop.close()
 
 
 def _settle(d: Deferred[T], future: Future[T]) -> None:

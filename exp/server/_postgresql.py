@@ -12,12 +12,12 @@ import uuid as uuidlib
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, fail, succeed
 from zope.interface import implementer
 
 from exp.server._asyncio import loop_thread
 from exp.server._query import Query, filter_jsonpath, sort_jsonpath
-from exp.server._storage import Document, IStorage, Unavailable, dumps
+from exp.server._storage import Document, InvalidDocument, IStorage, Unavailable, dumps
 
 T = TypeVar("T")
 
@@ -101,22 +101,30 @@ class PostgreSQLStorage:
                 return await f(db)
         except (PoolTimeout, psycopg.OperationalError) as e:
             raise Unavailable("PostgreSQL is unavailable") from e
+        except psycopg.DataError as e:
+            # Text with U+0000, which PostgreSQL's text and JSONB cannot hold.
+            raise InvalidDocument(f"PostgreSQL cannot store this: {e}") from e
 
     def _run(self, f: Callable[[Any], Awaitable[T]]) -> Deferred[T]:
-        return loop_thread(self._reactor).run(self._transaction(f))
+        # Not cancellable: a write the client stopped waiting for completes.
+        return loop_thread(self._reactor).run(self._transaction(f), cancellable=False)
 
     def open(self) -> Deferred[None]:
         try:
             from psycopg_pool import AsyncConnectionPool
         except ImportError:
-            raise Unavailable(
-                "PostgreSQL storage needs psycopg: pip install 'exp[postgresql]'") from None
+            return fail(Unavailable(
+                "PostgreSQL storage needs psycopg: pip install 'exp[postgresql]'"))
 
         async def connect() -> None:
             pool = AsyncConnectionPool(self.url, min_size=1, max_size=self._pool_size,
                                        timeout=self._timeout, open=False,
                                        name="exp-postgresql")
-            await pool.open(wait=True, timeout=self._timeout)
+            try:
+                await pool.open(wait=True, timeout=self._timeout)
+            except Exception as e:
+                await pool.close()
+                raise Unavailable("PostgreSQL is unavailable") from e
             self._pool = pool
 
             async def create(db: Any) -> None:
@@ -209,6 +217,8 @@ class PostgreSQLStorage:
             source, order, page_params = "exp_documents", "seq", list(params)
 
         async def run(db: Any) -> tuple[list[Document], int]:
+            # One snapshot for the total and the page.
+            await db.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             cursor = await db.execute(
                 f"SELECT count(*) FROM exp_documents WHERE {where}", params)
             (total,) = await cursor.fetchone()

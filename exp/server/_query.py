@@ -170,10 +170,11 @@ def _jsonpath_keys(path: str) -> str:
 
 def filter_jsonpath(path: str, wanted: Sequence[str]) -> str | None:
     """
-    A lax SQL/JSON path that exists in a document exactly when
-    L{Query.matches} accepts it for this filter: lax mode matches through
-    lists as L{_match} does.  C{None} when no stored document can match
-    (text with U+0000 cannot be stored).
+    A lax SQL/JSON path that exists in a document when L{Query.matches}
+    accepts it for this filter: lax mode matches through lists as L{_match}
+    does, except a list directly inside a list on the path (lax mode
+    unwraps one level per step).  C{None} when no stored document can
+    match (PostgreSQL cannot hold text with U+0000).
     """
     alternatives: list[str] = []
     for want in wanted:

@@ -158,16 +158,21 @@ def user_uuid(username: str) -> str:
     return username.lower()
 
 
-async def _once(storage: IStorage, organization: str, what: str) -> bool:
+async def _seeded(storage: IStorage, organization: str, what: str) -> bool:
     """
-    Whether the seed item C{what} is new to this database (then remember it):
-    an item seeded once and later deleted through the API stays deleted.
+    Whether the seed item C{what} was stored in this database once: an item
+    seeded and later deleted through the API stays deleted.
     """
-    if await storage.get(organization, "seeded", what) is not None:
-        return False
-    # Of processes seeding one database together, one gets the marker.
-    marker = await storage.insert(organization, "seeded", {"uuid": what}, replace_uuid=False)
-    return marker is not None
+    return await storage.get(organization, "seeded", what) is not None
+
+
+async def _mark(storage: IStorage, organization: str, what: str) -> None:
+    """
+    Remember that C{what} is stored: only once it is, so that a process
+    seeding the same database meanwhile stores it too (one insert wins)
+    rather than serving without it.
+    """
+    await storage.insert(organization, "seeded", {"uuid": what}, replace_uuid=False)
 
 
 async def apply_seed(storage: IStorage, organizations: list[Organization]) -> None:
@@ -179,12 +184,14 @@ async def apply_seed(storage: IStorage, organizations: list[Organization]) -> No
         name = org.name
         for user in org.users:
             key = user_uuid(user["username"])
-            if await storage.get(name, "users", key) is None and await _once(
-                    storage, name, f"users:{key}"):
+            what = f"users:{key}"
+            if await storage.get(name, "users", key) is None and not await _seeded(
+                    storage, name, what):
                 hashed = await deferToThread(hash_password, user["password"])
                 document = {k: v for k, v in user.items() if k != "password"}
                 document.update(uuid=key, id=str(uuidlib.uuid4()), passwordHash=hashed)
                 await storage.insert(name, "users", document, replace_uuid=False)
+                await _mark(storage, name, what)
         documents = [("devices", d) for d in org.devices]
         documents += [("consumerApps", a) for a in org.consumer_apps]
         documents += [(c, d) for c, ds in org.resources.items() for d in ds]
@@ -194,13 +201,17 @@ async def apply_seed(storage: IStorage, organizations: list[Organization]) -> No
             for item in org.data
         ]
         for collection, document in documents:
-            if await _once(storage, name, f"{collection}:{document['uuid']}"):
+            what = f"{collection}:{document['uuid']}"
+            if not await _seeded(storage, name, what):
                 await storage.insert(name, collection, document, replace_uuid=False)
+                await _mark(storage, name, what)
         for location, path in org.layouts.items():
-            if await _once(storage, name, f"layout:{location}"):
+            what = f"layout:{location}"
+            if not await _seeded(storage, name, what):
                 with open(path, "rb") as f:
                     image = f.read()
                 await storage.put_blob(name, f"layout:{location}", _image_type(path), image)
+                await _mark(storage, name, what)
 
 
 def _image_type(path: str) -> str:

@@ -6,19 +6,22 @@ rules of Part B, over an L{IStorage} and an L{IHub}.
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import math
 import re
 import secrets
 import time
+import uuid as uuidlib
 from importlib import resources as importlib_resources
-from typing import Any
+from typing import Any, TypeVar
 
 import attrs
 from treq.client import HTTPClient
+from twisted.internet.defer import Deferred
+from twisted.internet.task import LoopingCall
 from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web import http, resource, server, static
 from twisted.web.client import Agent, HTTPConnectionPool
 from zope.interface import implementer
@@ -125,6 +128,27 @@ def make_hub(redis: str | None, reactor: Any) -> IHub:
     return LocalHub(reactor)
 
 
+T = TypeVar("T")
+
+#: Seconds between two readings of the stored device deletions.
+DELETED_DEVICES_RELOAD = 30.0
+
+
+def _uncancellable(d: Deferred[T]) -> Deferred[T]:
+    """What C{d} gives, in a Deferred whose cancellation leaves C{d} running."""
+    shield: Deferred[T] = Deferred()
+
+    def passed(result: Any) -> None:
+        if not shield.called:
+            if isinstance(result, Failure):
+                shield.errback(result)
+            else:
+                shield.callback(result)
+
+    d.addBoth(passed)
+    return shield
+
+
 def _device_key(organization: str, uuid: str) -> str:
     return json.dumps([organization, uuid], separators=(",", ":"), ensure_ascii=False)
 
@@ -179,6 +203,8 @@ class ExpServer:
         #: Kept in storage too, and told to the other processes by the hub.
         self._deleted_devices: dict[tuple[str, str], float] = {}
         self._server_events = _ServerEvents(self)
+        self._reload = LoopingCall(self._reload_deleted_devices)
+        self._reload.clock = reactor
         self.router = Router()
         self._add_routes()
         self.network = Network(
@@ -193,12 +219,17 @@ class ExpServer:
         key = await self.storage.setting("signingKey", lambda: secrets.token_urlsafe(48))
         self.tokens = TokenIssuer(key, self.config.token_lifetime)
         await apply_seed(self.storage, self._seed)
-        await self._load_deleted_devices()
+        # Subscribed before loading: no deletion falls between the two.
         self.hub.subscribe(SERVER_CHANNEL, self._server_events)
-        await self.hub.open(hashlib.sha256(key.encode()).hexdigest()[:16])
+        await self.hub.open(await self.storage.setting("deployment", lambda: uuidlib.uuid4().hex))
+        await self._load_deleted_devices()
+        # Also read now and then: the hub's messages may miss some.
+        self._reload.start(DELETED_DEVICES_RELOAD, now=False)
 
     async def stop(self) -> None:
         """Close outgoing connections, the hub and the storage."""
+        if self._reload.running:
+            self._reload.stop()
         self.network.close_all()
         self.hub.unsubscribe_all(self._server_events)
         await self.hub.close()
@@ -252,17 +283,24 @@ class ExpServer:
         """
         key = _device_key(organization, uuid)
         until = time.time() + self.config.token_lifetime + 1
-        record = {"uuid": key, "organization": organization, "device": uuid, "until": until}
-        await self.storage.put(NO_ORGANIZATION, "deletedDevices", key, record)
+        # At once in this process (the hub delivers here synchronously) and
+        # soon in the others; then for processes started later.  A client
+        # leaving does not stop it half-way.
         self.hub.notify(SERVER_CHANNEL, "deviceDeleted",
                         {"organization": organization, "uuid": uuid, "until": until})
+        record = {"uuid": key, "organization": organization, "device": uuid, "until": until}
+        await _uncancellable(self.storage.put(NO_ORGANIZATION, "deletedDevices", key, record))
 
     async def _device_created(self, organization: str, uuid: str) -> None:
         """A device of a deleted one's uuid has its own tokens: accept them."""
-        if await self.storage.delete(NO_ORGANIZATION, "deletedDevices",
-                                     _device_key(organization, uuid)) is not None:
-            self.hub.notify(SERVER_CHANNEL, "deviceCreated",
-                            {"organization": organization, "uuid": uuid})
+        def created(record: Document | None) -> None:
+            if record is not None:
+                self.hub.notify(SERVER_CHANNEL, "deviceCreated",
+                                {"organization": organization, "uuid": uuid})
+
+        removed = self.storage.delete(NO_ORGANIZATION, "deletedDevices",
+                                      _device_key(organization, uuid))
+        await _uncancellable(removed.addCallback(created))
 
     def _forget_device(self, organization: str, uuid: str, until: float) -> None:
         """Refuse the tokens of a deleted device and end its network sessions."""
@@ -275,13 +313,21 @@ class ExpServer:
                 session.close()
 
     async def _load_deleted_devices(self) -> None:
+        """Add the stored deletions this process has not heard of."""
         records, _ = await self.storage.find(NO_ORGANIZATION, "deletedDevices", Query())
         now = time.time()
         for record in records:
-            if record["until"] > now:
-                self._deleted_devices[(record["organization"], record["device"])] = record["until"]
-            else:
+            device = (record["organization"], record["device"])
+            if record["until"] <= now:
                 await self.storage.delete(NO_ORGANIZATION, "deletedDevices", record["uuid"])
+            elif device not in self._deleted_devices:
+                self._forget_device(*device, record["until"])
+
+    async def _reload_deleted_devices(self) -> None:
+        try:
+            await self._load_deleted_devices()
+        except Exception:
+            self._log.failure("could not read the deleted devices")
 
     def _public_url(self, req: ApiRequest) -> str:
         if self.config.public_url:

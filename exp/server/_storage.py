@@ -32,6 +32,10 @@ class Unavailable(Exception):
     """The storage cannot be reached now; the call may succeed later."""
 
 
+class InvalidDocument(ValueError):
+    """The storage cannot hold this document or key (PostgreSQL: text with U+0000)."""
+
+
 class IStorage(Interface):
     """
     Documents by organization, collection and uuid, plus server settings,

@@ -19,7 +19,7 @@ from twisted.logger import Logger
 from twisted.web import http, resource, server
 
 from exp.protocol import strict_json
-from exp.server._storage import Unavailable
+from exp.server._storage import InvalidDocument, Unavailable
 
 _log = Logger()
 
@@ -82,13 +82,9 @@ class ApiRequest:
         if not raw.strip():
             raise bad_request("request.bodyRequired", "this request needs a JSON body")
         try:
-            body = strict_json(raw.decode("utf-8"))
+            return strict_json(raw.decode("utf-8"))
         except (UnicodeDecodeError, ValueError) as e:
             raise bad_request("request.invalidJson", f"the body is not valid JSON: {e}") from None
-        if b"\\u0000" in raw and _has_nul(body):
-            # No database stores it in text, so no server accepts it.
-            raise bad_request("request.invalidJson", "JSON text must not contain U+0000")
-        return body
 
     def document(self) -> dict[str, Any]:
         """The JSON body, which must be an object."""
@@ -103,16 +99,6 @@ class ApiRequest:
 
 
 Handler = Callable[[ApiRequest], Awaitable[Any]]
-
-
-def _has_nul(value: Any) -> bool:
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_has_nul(v) for v in value)
-    return False
 
 
 @attrs.frozen
@@ -167,6 +153,8 @@ class Router(resource.Resource):
             _write_error(request, e)
         except CancelledError:
             return
+        except InvalidDocument as e:
+            _write_error(request, bad_request("request.invalidDocument", str(e)))
         except Unavailable as e:
             _log.failure("{method} {path}: {error}", method=request.method, path=request.path,
                          error=e)
@@ -192,8 +180,6 @@ class Router(resource.Resource):
         if getattr(request, "body_too_large", False):
             raise HttpError(413, "payload.tooLarge", "the request body is too large")
         path = request.path.decode("utf-8", "replace")
-        if "\x00" in unquote(request.uri.decode("utf-8", "replace")):
-            raise bad_request("request.invalidParameter", "the URL must not contain U+0000")
         allowed: list[bytes] = []
         for route in self._routes:
             match = route.pattern.match(path)

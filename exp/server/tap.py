@@ -13,6 +13,7 @@ a Redis::
 from __future__ import annotations
 
 import importlib
+import os
 from typing import Any
 
 from twisted.application import service
@@ -51,11 +52,12 @@ class Options(usage.Options):
     optParameters = [
         ["listen", "l", "tcp:9000:interface=127.0.0.1",
          "Endpoint to listen on (a Twisted endpoint string)."],
-        ["db", "d", "exp.sqlite3",
-         "SQLite database file (created if missing), or a postgresql:// URL."],
+        ["db", "d", None,
+         "SQLite database file (created if missing), or a postgresql:// URL "
+         "[default: $EXP_DB, else exp.sqlite3]."],
         ["redis", "r", None,
          "redis:// URL: broadcasts and responses then reach every process "
-         "started with the same --db and --redis."],
+         "started with the same --db and --redis [default: $EXP_REDIS]."],
         ["seed", "s", None, "Seed file (JSON); the demo seed when not given."],
         ["content", "c", None,
          "Content folder of the organizations whose seed names none."],
@@ -74,6 +76,9 @@ class Options(usage.Options):
             self["organizations"] = load_seed(self["seed"] or demo_seed_path())
         except SeedError as e:
             raise usage.UsageError(str(e)) from None
+        # From the environment, a URL's password is not on every command line.
+        self["db"] = self["db"] or os.environ.get("EXP_DB") or "exp.sqlite3"
+        self["redis"] = self["redis"] or os.environ.get("EXP_REDIS") or None
         postgresql = self["db"].startswith(("postgresql://", "postgres://"))
         if self["redis"] and not self["redis"].startswith(("redis://", "rediss://", "unix://")):
             raise usage.UsageError("--redis takes a redis://, rediss:// or unix:// URL")
