@@ -176,17 +176,24 @@ class RedisHub(LocalHub):
                 pinged = True
 
     async def _send(self) -> None:
-        """Publish the outbox in order, in batches, over one connection."""
+        """
+        Publish the outbox in order, one message or a pipelined batch at a
+        time, so that this task's one connection is all it uses.
+        """
         assert self._outbox is not None
         while True:
             batch = [await self._outbox.get()]
             while not self._outbox.empty():
                 batch.append(self._outbox.get_nowait())
             try:
-                async with self._client.pipeline(transaction=False) as pipe:
-                    for text, _ in batch:
-                        pipe.publish(self.channel, text)
-                    await asyncio.wait_for(pipe.execute(), self._timeout)
+                if len(batch) == 1:
+                    await asyncio.wait_for(self._client.publish(self.channel, batch[0][0]),
+                                           self._timeout)
+                else:
+                    async with self._client.pipeline(transaction=False) as pipe:
+                        for text, _ in batch:
+                            pipe.publish(self.channel, text)
+                        await asyncio.wait_for(pipe.execute(), self._timeout)
             except asyncio.CancelledError:
                 raise
             except Exception as e:
