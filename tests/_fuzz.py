@@ -19,8 +19,6 @@ import os
 import re
 import socket
 import sqlite3
-import urllib.error
-import urllib.request
 import uuid as uuidlib
 from typing import Any
 
@@ -29,6 +27,8 @@ from hypothesis import strategies as st
 
 from exp.protocol import consumer_app_token, device_token
 from exp.server.testing import DEMO, ServerProcess
+
+from ._processes import request
 
 #: A small body limit, so that bodies near it are cheap to send.
 MAX_BODY = 64 * 1024
@@ -124,18 +124,7 @@ def is_error_body(reply: Reply) -> bool:
 def call(url: str, method: str, path: str, body: Any = None,
          token: str | None = None) -> tuple[int, Any]:
     """A well-behaved JSON call: the status and the decoded body (or None)."""
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url + path, data=data, method=method,
-                                     headers={"Content-Type": "application/json"})
-    if token is not None:
-        request.add_header("Authorization", f"Bearer {token}")
-    try:
-        with urllib.request.urlopen(request, timeout=REQUEST_TIMEOUT) as response:
-            raw = response.read()
-            return response.status, json.loads(raw) if raw else None
-    except urllib.error.HTTPError as e:
-        raw = e.read()
-        return e.code, json.loads(raw) if raw else None
+    return request(method, url + path, body, token, timeout=REQUEST_TIMEOUT)
 
 
 def repeat(unit: Any, *counts: int) -> st.SearchStrategy[Any]:

@@ -114,3 +114,12 @@ class Writer(threading.Thread):
                     raise AssertionError(f"write answered {status}: {body}")
         except BaseException as e:
             self.error = e
+
+
+def wait_for_writes(writers: list[Writer], count: int) -> None:
+    """Block until the writers have C{count} acknowledged writes between them."""
+    deadline = time.monotonic() + STARTUP_TIMEOUT
+    while sum(len(w.acknowledged) for w in writers) < count:
+        assert time.monotonic() < deadline, "the writes did not get going"
+        assert all(w.is_alive() for w in writers), [w.error for w in writers]
+        time.sleep(0.01)

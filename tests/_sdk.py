@@ -53,6 +53,19 @@ async def eventually(predicate: Callable[[], bool], what: str,
         waited += 0.02
 
 
+def small_backoff(attempt: int) -> float:
+    """A retry policy for tests: 0.1 s, 0.2 s, then 0.3 s between attempts."""
+    return 0.1 * min(attempt, 3)
+
+
+def start(services: list[ExpService], host: str, **options: Any) -> ExpService:
+    options.setdefault("retry_policy", small_backoff)
+    service = ExpService(host=host, **options)
+    services.append(service)
+    service.startService()
+    return service
+
+
 async def serve_on(port: int, directory: str) -> tuple[ExpServer, IListeningPort]:
     """A demo server with a new database in C{directory}, listening on C{port}."""
     server = ExpServer(SQLiteStorage(os.path.join(directory, "exp.sqlite3"), reactor),

@@ -22,16 +22,12 @@ from exp.server import demo_seed_path, load_seed
 from exp.server.testing import start_server
 from exp.twisted import ExpService
 
-from ._processes import STARTUP_TIMEOUT, ServerProcess, Writer, request
-from ._sdk import CONSUMER, DEVICE, USER, eventually, sleep, within
+from ._processes import STARTUP_TIMEOUT, ServerProcess, Writer, request, wait_for_writes
+from ._sdk import CONSUMER, DEVICE, USER, eventually, sleep, start, within
 from ._services import Engines, Redis
 from .conftest import Http
 
 pytestmark = pytest.mark.slow
-
-
-def small_backoff(attempt: int) -> float:
-    return 0.1 * min(attempt, 3)
 
 
 @pytest.fixture
@@ -94,13 +90,6 @@ def test_seed_signing_key_and_deleted_devices_are_shared(
         late.stop()
 
 
-def start(services: list[ExpService], url: str, **options: Any) -> ExpService:
-    service = ExpService(host=url, retry_policy=small_backoff, request_timeout=5, **options)
-    services.append(service)
-    service.startService()
-    return service
-
-
 @pytest_twisted.ensureDeferred
 async def test_clients_of_different_processes_talk_and_survive_a_kill(
         tmp_path: Path, cluster: list[ServerProcess]) -> None:
@@ -108,9 +97,9 @@ async def test_clients_of_different_processes_talk_and_survive_a_kill(
     p0, p1, p2 = cluster
     services: list[ExpService] = []
     try:
-        device = start(services, p0.url, **DEVICE)
-        app = start(services, p2.url, **CONSUMER)
-        user = start(services, p1.url, **USER)
+        device = start(services, p0.url, request_timeout=5, **DEVICE)
+        app = start(services, p2.url, request_timeout=5, **CONSUMER)
+        user = start(services, p1.url, request_timeout=5, **USER)
         for service in services:
             await within(service.whenConnected())
 
@@ -126,7 +115,7 @@ async def test_clients_of_different_processes_talk_and_survive_a_kill(
 
         # A system notification of a write on p1 reaches listeners on p0 and p2.
         created = await within(device.get_channel("cluster-thing", system=True).listen("create"))
-        watcher = start(services, p2.url, **USER)
+        watcher = start(services, p2.url, request_timeout=5, **USER)
         also = await within(watcher.get_channel("cluster-thing", system=True).listen("create"))
         await within(user.create_thing({"uuid": "cluster-thing", "name": "announced"}))
         for listener in (created, also):
@@ -137,7 +126,7 @@ async def test_clients_of_different_processes_talk_and_survive_a_kill(
         writers = [Writer(p0.url, token, "w0"), Writer(p0.url, token, "things", things=True)]
         for writer in writers:
             writer.start()
-        await deferToThread(_until_acknowledged, writers, 100)
+        await deferToThread(wait_for_writes, writers, 100)
         offline: list[None] = []
         device.on("offline", lambda: offline.append(None))
         p0.process.kill()
@@ -177,14 +166,6 @@ async def test_clients_of_different_processes_talk_and_survive_a_kill(
             await service.stopService()
 
 
-def _until_acknowledged(writers: list[Writer], count: int) -> None:
-    deadline = time.monotonic() + STARTUP_TIMEOUT
-    while sum(len(w.acknowledged) for w in writers) < count:
-        assert time.monotonic() < deadline, "the writes did not get going"
-        assert all(w.is_alive() for w in writers), [w.error for w in writers]
-        time.sleep(0.01)
-
-
 @pytest_twisted.ensureDeferred
 async def test_a_redis_outage_is_503_then_heals(engines: Engines) -> None:
     """Without Redis a broadcast is 503; when Redis returns, processes hear each other again."""
@@ -193,8 +174,8 @@ async def test_a_redis_outage_is_503_then_heals(engines: Engines) -> None:
     servers = [await start_server(db_path=db, redis=redis.url) for _ in range(2)]
     services: list[ExpService] = []
     try:
-        user = start(services, servers[0].url, **USER)
-        device = start(services, servers[1].url, **DEVICE)
+        user = start(services, servers[0].url, request_timeout=5, **USER)
+        device = start(services, servers[1].url, request_timeout=5, **DEVICE)
         listener = await within(device.get_channel("outage").listen("hi"))
         channel = user.get_channel("outage")
         await within(channel.broadcast("hi", "before"))

@@ -29,6 +29,7 @@ from exp.protocol import device_token
 from exp.server.testing import DEMO, RunningServer, start_server
 from exp.twisted import ExpService, Listener
 
+from ._sdk import small_backoff, start
 from .conftest import Http, failure_texts
 
 #: Generous: a slow machine must not fail a test, but a hang must end.
@@ -75,11 +76,6 @@ async def clean_reactor() -> AsyncIterator[None]:
     assert scheduled() - before == set()
 
 
-def small_backoff(attempt: int) -> float:
-    """A retry policy for tests: 0.1 s, 0.2 s, then 0.3 s between attempts."""
-    return 0.1 * min(attempt, 3)
-
-
 class EventLog:
     """The events of an ExpService in order, and waits for the n-th of a kind."""
 
@@ -120,14 +116,6 @@ async def services() -> AsyncIterator[list[ExpService]]:
     for service in started:
         if service.running:
             await service.stopService()
-
-
-def start(services: list[ExpService], host: str, **options: Any) -> ExpService:
-    options.setdefault("retry_policy", small_backoff)
-    service = ExpService(host=host, **options)
-    services.append(service)
-    service.startService()
-    return service
 
 
 def subscribed_on(server: RunningServer, channel_id: str) -> bool:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import signal
 import sqlite3
-import time
 from pathlib import Path
 
 import pytest
@@ -17,7 +16,7 @@ import pytest_twisted
 from exp.protocol import device_token
 from exp.server.testing import DEMO, start_server
 
-from ._processes import STARTUP_TIMEOUT, ServerProcess, Writer, request
+from ._processes import STARTUP_TIMEOUT, ServerProcess, Writer, request, wait_for_writes
 from .conftest import Http
 
 USER = {"username": DEMO["username"], "password": DEMO["password"],
@@ -122,11 +121,7 @@ def test_kill_9_loses_no_acknowledged_write(tmp_path: Path) -> None:
                    Writer(first.url, token, "things", things=True)]
         for writer in writers:
             writer.start()
-        deadline = time.monotonic() + STARTUP_TIMEOUT
-        while sum(len(w.acknowledged) for w in writers) < 150:
-            assert time.monotonic() < deadline, "the writes did not get going"
-            assert all(w.is_alive() for w in writers), [w.error for w in writers]
-            time.sleep(0.01)
+        wait_for_writes(writers, 150)
         first.process.kill()
         first.process.wait(STARTUP_TIMEOUT)
         for writer in writers:
