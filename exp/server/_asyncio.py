@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable, Coroutine
+from collections.abc import Coroutine
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
@@ -52,10 +52,6 @@ class LoopThread:
 
         future.add_done_callback(done)
         return d
-
-    def call_in_reactor(self, f: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
-        """From the loop's thread: call C{f(*args, **kwargs)} in the reactor's thread."""
-        self._reactor.callFromThread(f, *args, **kwargs)
 
     @property
     def alive(self) -> bool:

@@ -135,11 +135,19 @@ class LocalHub:
             except Exception:
                 self._log.failure("subscriber {subscriber!r} failed", subscriber=subscriber)
 
-    def notify(self, channel: str, name: str, payload: Any) -> None:
-        broadcast_id = uuidlib.uuid4().hex
+    def _send(self, broadcast_id: str, channel: str, name: str,
+              payload: Any) -> Deferred[None] | None:
+        """
+        Publish a broadcast to the other processes, then deliver it here:
+        they deliver while this process does.
+        """
         published = self._publish(
             {"k": "b", "id": broadcast_id, "c": channel, "n": name, "p": payload})
         self._deliver(broadcast_id, channel, name, payload)
+        return published
+
+    def notify(self, channel: str, name: str, payload: Any) -> None:
+        published = self._send(uuidlib.uuid4().hex, channel, name, payload)
         if published is not None:
             published.addErrback(self._publish_failed, "notification")
 
@@ -169,10 +177,7 @@ class LocalHub:
         d: Deferred[list[Any]] = Deferred(cancel)
         broadcast_id = uuidlib.uuid4().hex
         self._collecting[broadcast_id] = (channel, responses)
-        # Published first: the other processes deliver while this one does.
-        published = self._publish(
-            {"k": "b", "id": broadcast_id, "c": channel, "n": name, "p": payload})
-        self._deliver(broadcast_id, channel, name, payload)
+        published = self._send(broadcast_id, channel, name, payload)
         call = self._clock.callLater(timeout, finish)
         if published is not None:
             published.addErrback(unpublished)

@@ -85,7 +85,7 @@ class RedisHub(LocalHub):
             self._outbox = asyncio.Queue()
             self._subscribed = asyncio.Event()
             self._tasks = [asyncio.ensure_future(self._read()),
-                           asyncio.ensure_future(self._send())]
+                           asyncio.ensure_future(self._publisher())]
             try:
                 await asyncio.wait_for(self._subscribed.wait(), self._timeout)
             except asyncio.TimeoutError:
@@ -112,10 +112,6 @@ class RedisHub(LocalHub):
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(client.aclose(), self._timeout)
 
-    def _in_reactor(self, f: Any, *args: Any, **kwargs: Any) -> None:
-        assert self._thread is not None
-        self._thread.call_in_reactor(f, *args, **kwargs)
-
     async def _read(self) -> None:
         """Receive what the other processes publish, subscribing again when cut off."""
         failures = 0
@@ -127,15 +123,15 @@ class RedisHub(LocalHub):
                 assert self._subscribed is not None
                 self._subscribed.set()
                 if failures:
-                    self._in_reactor(self._log.info, "subscribed to Redis again")
+                    self._reactor.callFromThread(self._log.info, "subscribed to Redis again")
                 failures = 0
                 await self._receive(pubsub)
             except asyncio.CancelledError:
                 raise
             except Exception as e:
                 if not failures:
-                    self._in_reactor(self._log.warn, "lost the Redis subscription: {error}",
-                                     error=e)
+                    self._reactor.callFromThread(
+                        self._log.warn, "lost the Redis subscription: {error}", error=e)
                 delay = RETRY_DELAYS[min(failures, len(RETRY_DELAYS) - 1)]
                 failures += 1
                 await asyncio.sleep(delay)
@@ -168,14 +164,14 @@ class RedisHub(LocalHub):
             if message is not None:
                 heard, pinged = now, False
                 if message["type"] == "message":
-                    self._in_reactor(self._received, message["data"])
+                    self._reactor.callFromThread(self._received, message["data"])
             elif now - heard > 3 * self._timeout:
                 raise ConnectionError("the Redis subscription went silent")
             elif not pinged:
                 await pubsub.ping()
                 pinged = True
 
-    async def _send(self) -> None:
+    async def _publisher(self) -> None:
         """
         Publish the outbox in order, one message or a pipelined batch at a
         time, so that this task's one connection is all it uses.

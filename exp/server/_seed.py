@@ -18,7 +18,7 @@ import attrs
 from twisted.internet.threads import deferToThread
 
 from exp.server._auth import hash_password
-from exp.server._storage import IStorage
+from exp.server._storage import IStorage, dumps
 
 RESOURCES = ("things", "experiences", "locations", "feeds")
 _ORG_KEYS = {"name", "users", "devices", "consumerApps", "data", "content", *RESOURCES}
@@ -150,7 +150,7 @@ def _parse(raw: Any, base: str) -> list[Organization]:
 
 def data_uuid(group: str, key: str) -> str:
     """The storage key of a data item."""
-    return json.dumps([group, key], separators=(",", ":"), ensure_ascii=False)
+    return dumps([group, key])
 
 
 def user_uuid(username: str) -> str:

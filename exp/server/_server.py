@@ -45,7 +45,7 @@ from exp.server._hub import IHub, ISubscriber, LocalHub, Message
 from exp.server._network import EngineIOResource, Network
 from exp.server._query import InvalidQuery, Query
 from exp.server._seed import Organization, apply_seed, data_uuid, user_uuid
-from exp.server._storage import Document, IStorage, SQLiteStorage
+from exp.server._storage import Document, IStorage, SQLiteStorage, dumps
 from exp.server._web import (
     ApiRequest,
     Delegate,
@@ -150,7 +150,7 @@ def _uncancellable(d: Deferred[T]) -> Deferred[T]:
 
 
 def _device_key(organization: str, uuid: str) -> str:
-    return json.dumps([organization, uuid], separators=(",", ":"), ensure_ascii=False)
+    return dumps([organization, uuid])
 
 
 #: The hub channel between the processes of one server; no client
