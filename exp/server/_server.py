@@ -14,6 +14,7 @@ import time
 import uuid as uuidlib
 from importlib import resources as importlib_resources
 from typing import Any, TypeVar
+from urllib.parse import parse_qs, urlsplit
 
 import attrs
 from treq.client import HTTPClient
@@ -26,7 +27,14 @@ from twisted.web import http, resource, server, static
 from twisted.web.client import Agent, HTTPConnectionPool
 from zope.interface import implementer
 
-from exp.protocol import ChannelId, InvalidChannelId, InvalidToken, unverified_claims, verify
+from exp.protocol import (
+    ChannelId,
+    InvalidChannelId,
+    InvalidToken,
+    to_seconds,
+    unverified_claims,
+    verify,
+)
 from exp.server import _content, _feeds
 from exp.server._auth import (
     CONSUMER_APP,
@@ -43,8 +51,14 @@ from exp.server._auth import (
 )
 from exp.server._hub import IHub, ISubscriber, LocalHub, Message
 from exp.server._network import EngineIOResource, Network
-from exp.server._query import InvalidQuery, Query
-from exp.server._seed import Organization, apply_seed, data_uuid, user_uuid
+from exp.server._query import UNSET, InvalidQuery, Query
+from exp.server._seed import (
+    Organization,
+    apply_seed,
+    data_uuid,
+    resource_defaults,
+    user_uuid,
+)
 from exp.server._storage import Document, IStorage, SQLiteStorage, dumps
 from exp.server._web import (
     ApiRequest,
@@ -66,7 +80,11 @@ RESOURCE_PATHS = {
     "locations": "locations",
     "connectors/feeds": "feeds",
 }
-_PAIRING_SECRET = "_"
+#: The uuid of a device login that has none (it asks to pair).
+_NO_UUID = "_"
+#: The furthest ahead (seconds) a login token's C{exp} may be: the official
+#: JS SDK signs C{iat + 24 h}; five minutes more for clocks that disagree.
+LOGIN_TOKEN_HORIZON = 86400.0 + 300.0
 #: A layout's media type: C{image/} and a subtype (RFC 6838), lowercased.
 _IMAGE_TYPE = re.compile(r"image/[a-z0-9][a-z0-9!#$&^_.+-]{0,126}")
 #: Checked against when a user is unknown, so that answers take as long.
@@ -108,6 +126,21 @@ def _not_found(what: str) -> HttpError:
 def _public_item(document: Document) -> Document:
     """A data item as clients see it."""
     return {"group": document["group"], "key": document["key"], "value": document["value"]}
+
+
+def _referring_token(req: ApiRequest) -> str | None:
+    """
+    The C{_rt} of the delivery URL that refers to C{req}: an app's
+    C{index.html} loads its own files by relative URLs, which carry no token.
+    """
+    referer = req.header("referer")
+    if not referer:
+        return None
+    parts = urlsplit(referer)
+    if not parts.path.startswith("/api/delivery/"):
+        return None
+    values = parse_qs(parts.query).get("_rt")
+    return values[-1] if values else None
 
 
 def make_storage(db: str, reactor: Any = None) -> IStorage:
@@ -348,7 +381,7 @@ class ExpServer:
                 raise _unauthorized("the Authorization header must be 'Bearer <token>'")
             token = value.strip()
         elif restricted_ok:
-            token = req.param("_rt")
+            token = req.param("_rt") or _referring_token(req)
         if not token:
             raise _unauthorized("this call needs a token", "auth.required")
         try:
@@ -454,13 +487,18 @@ class ExpServer:
             claims = unverified_claims(token)
         except InvalidToken as e:
             raise _unauthorized(f"the login token is not valid: {e}") from None
+        self._check_login_expiry(claims)
         kind, uuid = claims.get("type"), claims.get("uuid")
+        pairing = kind == DEVICE and claims.get("allowPairing") is True
+        if uuid is None and pairing:
+            uuid = _NO_UUID  # the JS SDK's pairing login names no uuid
         if kind not in (DEVICE, CONSUMER_APP) or not isinstance(uuid, str):
             raise _unauthorized("a login token names a type (device or consumerApp) and a uuid")
         collection, secret_field = (
             ("devices", "secret") if kind == DEVICE else ("consumerApps", "apiKey")
         )
-        candidates = [] if uuid == "_" else await self.storage.lookup(collection, uuid)
+        candidates = [] if uuid == _NO_UUID else await self.storage.lookup(
+            collection, uuid)
         for organization, document in candidates:
             secret = document.get(secret_field)
             if not isinstance(secret, str):
@@ -470,15 +508,32 @@ class ExpServer:
             except InvalidToken:
                 continue
             return Identity(kind, uuid, organization)
-        if kind == DEVICE and claims.get("allowPairing") is True:
-            try:
-                verify(token, _PAIRING_SECRET)
-            except InvalidToken:
-                pass
-            else:
-                return await self._pairing_identity()
+        if pairing:
+            # Credentials missing ("_"), wrong or deleted: the official
+            # clients sign with whatever secret they have, and expect to be
+            # let in unpaired.  An unpaired identity may do nothing but wait.
+            return await self._pairing_identity()
         raise _unauthorized("the login token's credentials are wrong or expired",
                             "auth.invalidCredentials")
+
+    def _check_login_expiry(self, claims: dict[str, Any]) -> None:
+        """
+        Refuse a login token without C{exp}, expired, or valid for longer
+        than L{LOGIN_TOKEN_HORIZON} from now (C{exp} in seconds or, from
+        older clients, milliseconds).
+        """
+        if "exp" not in claims:
+            raise _unauthorized("a login token needs an exp claim")
+        try:
+            expires = to_seconds(claims["exp"])
+        except InvalidToken as e:
+            raise _unauthorized(f"the login token is not valid: {e}") from None
+        now = self.reactor.seconds()
+        if expires <= now:
+            raise _unauthorized("the login token has expired", "auth.invalidCredentials")
+        if expires > now + LOGIN_TOKEN_HORIZON:
+            raise _unauthorized(
+                f"the login token's exp is more than {LOGIN_TOKEN_HORIZON:g} s ahead")
 
     async def _pairing_identity(self) -> Identity:
         identity_uuid = f"pairing-{secrets.token_hex(12)}"
@@ -527,7 +582,8 @@ class ExpServer:
             raise HttpError(404, "pairing.notFound", "no device is waiting with that code")
         if not isinstance(body.get("secret"), str) or not body["secret"]:
             body["secret"] = new_secret()
-        device = await self.storage.insert(identity.organization, "devices", body)
+        device = await self.storage.insert(identity.organization, "devices",
+                                           resource_defaults("devices", body))
         assert device is not None
         await self._device_created(identity.organization, device["uuid"])
         self.notify(identity.organization, device["uuid"], "create", device)
@@ -565,7 +621,7 @@ class ExpServer:
 
     async def create(self, req: ApiRequest, collection: str) -> Any:
         identity = self._writer(req)
-        document = req.document()
+        document = resource_defaults(collection, req.document())
         if collection == "devices" and (
             not isinstance(document.get("secret"), str) or not document["secret"]
         ):
@@ -662,8 +718,8 @@ class ExpServer:
         _, created = await self.storage.put(
             identity.organization, "data", data_uuid(group, key), dict(item)
         )
-        self.notify(identity.organization, f"data:{group}:{key}",
-                    "create" if created else "update", item)
+        self._notify_data(identity.organization, group, key,
+                          "create" if created else "update", item)
         return item
 
     async def delete_data(self, req: ApiRequest) -> Any:
@@ -672,8 +728,17 @@ class ExpServer:
         item = await self.storage.delete(identity.organization, "data", data_uuid(group, key))
         if item is None:
             raise _not_found(f"data item {group}/{key}")
-        self.notify(identity.organization, f"data:{group}:{key}", "delete", _public_item(item))
+        self._notify_data(identity.organization, group, key, "delete", _public_item(item))
         return None
+
+    def _notify_data(self, organization: str, group: str, key: str, event: str,
+                     item: Document) -> None:
+        """
+        Announce a change of a data item on its channel, C{data:<group>:<key>},
+        and on C{data:<key>:<group>}, the name the official JS SDK listens on.
+        """
+        for name in dict.fromkeys((f"data:{group}:{key}", f"data:{key}:{group}")):
+            self.notify(organization, name, event, item)
 
     # -- content --------------------------------------------------------------
 
@@ -735,7 +800,7 @@ class ExpServer:
         return await self.hub.broadcast(channel.encode(), name, body.get("payload"), timeout)
 
     def _timeout(self, raw: str | None) -> float:
-        if raw is None or raw == "":
+        if raw is None or raw.strip() in UNSET:
             return 0.0
         try:
             value = float(raw) / 1000.0
