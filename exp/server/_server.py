@@ -17,6 +17,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import attrs
 from treq.client import HTTPClient
+from twisted.internet.task import LoopingCall
 from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
 from twisted.web import http, resource, server, static
@@ -35,17 +36,19 @@ from exp.server._auth import (
     CONSUMER_APP,
     DEVICE,
     NO_ORGANIZATION,
+    PASSWORD_COST,
     USER,
     Identity,
+    PasswordHasher,
     TokenIssuer,
     channel_allowed,
-    check_password,
-    hash_password,
+    needs_rehash,
     new_secret,
     pairing_code,
     same_secret,
 )
 from exp.server._hub import IHub, LocalHub
+from exp.server._limits import Lockouts, TokenBuckets, too_many
 from exp.server._network import EngineIOResource, Network
 from exp.server._query import UNSET, InvalidQuery, Query
 from exp.server._revocation import Key, Revocations, key_of
@@ -56,7 +59,7 @@ from exp.server._seed import (
     resource_defaults,
     user_uuid,
 )
-from exp.server._storage import Document, IStorage, SQLiteStorage
+from exp.server._storage import Document, IStorage, SQLiteStorage, dumps
 from exp.server._web import (
     ApiRequest,
     Delegate,
@@ -77,6 +80,8 @@ RESOURCE_PATHS = {
     "locations": "locations",
     "connectors/feeds": "feeds",
 }
+#: Seconds between two purges of the expired pairing codes.
+PAIRINGS_PURGE_INTERVAL = 60.0
 #: The uuid of a device login that has none (it asks to pair).
 _NO_UUID = "_"
 #: The furthest ahead (seconds) a login token's C{exp} may be: the official
@@ -84,8 +89,6 @@ _NO_UUID = "_"
 LOGIN_TOKEN_HORIZON = 86400.0 + 300.0
 #: A layout's media type: C{image/} and a subtype (RFC 6838), lowercased.
 _IMAGE_TYPE = re.compile(r"image/[a-z0-9][a-z0-9!#$&^_.+-]{0,126}")
-#: Checked against when a user is unknown, so that answers take as long.
-_DUMMY_HASH = hash_password(secrets.token_hex(8))
 
 
 @attrs.define
@@ -106,6 +109,19 @@ class ServerConfig:
     ping_interval: float = 25.0
     ping_timeout: float = 20.0
     access_log: bool = True
+    #: scrypt's cost for passwords, as log2 of N (hashes of a lower cost are
+    #: redone at the next login).
+    password_cost: int = PASSWORD_COST
+    #: Failed logins and pairing attempts a peer address may make a minute.
+    failures_per_minute: float = 30.0
+    #: Failed logins (or pairing codes) of one account that lock it ...
+    lockout_failures: int = 10
+    #: ... for this many seconds.
+    lockout_seconds: float = 300.0
+    #: Unpaired device logins a peer address may make a minute.
+    unpaired_logins_per_minute: float = 30.0
+    #: Seconds a pairing code is good for.
+    pairing_code_lifetime: float = 900.0
 
 
 def _unauthorized(message: str, code: str = "auth.invalid") -> HttpError:
@@ -182,6 +198,13 @@ class ExpServer:
         self._pool = HTTPConnectionPool(reactor, persistent=True)
         self.http = HTTPClient(Agent(reactor, pool=self._pool))
         self.tokens: TokenIssuer | None = None
+        self.passwords = PasswordHasher(reactor, self.config.password_cost)
+        self._failures = TokenBuckets(reactor, self.config.failures_per_minute)
+        self._unpaired = TokenBuckets(reactor, self.config.unpaired_logins_per_minute)
+        self._lockouts = Lockouts(reactor, self.config.lockout_failures,
+                                  self.config.lockout_seconds)
+        self._purge = LoopingCall(self._purge_pairings)
+        self._purge.clock = reactor
         self.revocations = Revocations(storage, self.hub, reactor, self.config.token_lifetime,
                                        self._revoked)
         self.router = Router()
@@ -197,17 +220,22 @@ class ExpServer:
         await self.storage.open()
         key = await self.storage.setting("signingKey", lambda: secrets.token_urlsafe(48))
         self.tokens = TokenIssuer(key, self.config.token_lifetime)
-        await apply_seed(self.storage, self._seed)
+        self.passwords.start()
+        await apply_seed(self.storage, self._seed, self.passwords.hash)
         await self.hub.open(await self.storage.setting("deployment", lambda: uuidlib.uuid4().hex))
         await self.revocations.start()
+        self._purge.start(PAIRINGS_PURGE_INTERVAL, now=False)
 
     async def stop(self) -> None:
         """Close outgoing connections, the hub and the storage."""
         self.revocations.stop()
+        if self._purge.running:
+            self._purge.stop()
         self.network.close_all()
         await self.hub.close()
         await self._pool.closeCachedConnections()
         await self.storage.close()
+        self.passwords.stop()
 
     def resource(self) -> resource.Resource:
         """The root of the server's web tree."""
@@ -346,12 +374,31 @@ class ExpServer:
     async def login(self, req: ApiRequest) -> Any:
         body = req.document()
         if "token" in body:
-            identity = await self._token_login(body["token"])
+            identity = await self._token_login(body["token"], req.peer)
         else:
-            identity = await self._user_login(body)
+            identity = await self._user_login(body, req.peer)
         return self._issue(identity, req)
 
-    async def _user_login(self, body: Document) -> Identity:
+    def _check_budget(self, peer: str, account: str) -> None:
+        """
+        Refuse an attempt of C{peer} on C{account} while the account is locked
+        or the peer has used up its failures.
+
+        @raise HttpError: 429, with C{Retry-After}.
+        """
+        locked = self._lockouts.locked(account)
+        if locked:
+            raise too_many("too many failed attempts on this account; it is locked for now",
+                           locked, "auth.locked")
+        wait = self._failures.wait(peer)
+        if wait:
+            raise too_many("too many failed attempts from this address; slow down", wait)
+
+    def _failed(self, peer: str, account: str) -> None:
+        self._failures.take(peer)
+        self._lockouts.failed(account)
+
+    async def _user_login(self, body: Document, peer: str) -> Identity:
         if body.get("type", USER) != USER:
             raise bad_request("auth.invalidRequest", "login needs a user's credentials or a token")
         fields = {k: body.get(k) for k in ("username", "password", "organization")}
@@ -360,15 +407,23 @@ class ExpServer:
             raise bad_request("auth.invalidRequest",
                               f"a user login needs {', '.join(missing)} (strings)")
         username, password, organization = (str(v) for v in fields.values())
+        account = dumps([USER, organization, user_uuid(username)])
+        self._check_budget(peer, account)
         user = await self.storage.get(organization, "users", user_uuid(username))
-        stored = user["passwordHash"] if user else _DUMMY_HASH
-        good = await deferToThread(check_password, password, stored)
+        # Checked even for an unknown user, so that the answer takes as long.
+        good = await self.passwords.check(password, user["passwordHash"] if user else None)
         if user is None or not good:
+            self._failed(peer, account)
             raise _unauthorized("wrong username, password or organization",
                                 "auth.invalidCredentials")
+        self._lockouts.succeeded(account)
+        if needs_rehash(user["passwordHash"], self.passwords.cost):
+            rehashed = await self.passwords.hash(password)
+            await self.storage.update(organization, "users", user["uuid"],
+                                      {"passwordHash": rehashed})
         return Identity(USER, user["id"], organization, username=user["username"])
 
-    async def _token_login(self, token: Any) -> Identity:
+    async def _token_login(self, token: Any, peer: str) -> Identity:
         try:
             claims = unverified_claims(token)
         except InvalidToken as e:
@@ -383,6 +438,9 @@ class ExpServer:
         collection, secret_field = (
             ("devices", "secret") if kind == DEVICE else ("consumerApps", "apiKey")
         )
+        account = dumps([kind, uuid])
+        if uuid != _NO_UUID and not pairing:
+            self._check_budget(peer, account)
         candidates = [] if uuid == _NO_UUID else await self.storage.lookup(
             collection, uuid)
         for organization, document in candidates:
@@ -398,7 +456,12 @@ class ExpServer:
             # Credentials missing ("_"), wrong or deleted: the official
             # clients sign with whatever secret they have, and expect to be
             # let in unpaired.  An unpaired identity may do nothing but wait.
+            wait = self._unpaired.wait(peer)
+            if wait:
+                raise too_many("too many unpaired logins from this address; slow down", wait)
+            self._unpaired.take(peer)
             return await self._pairing_identity()
+        self._failed(peer, account)
         raise _unauthorized("the login token's credentials are wrong or expired",
                             "auth.invalidCredentials")
 
@@ -425,9 +488,11 @@ class ExpServer:
         identity_uuid = f"pairing-{secrets.token_hex(12)}"
         for _ in range(20):
             code = pairing_code()
+            expires = self.reactor.seconds() + self.config.pairing_code_lifetime
             stored = await self.storage.insert(
                 NO_ORGANIZATION, "pairings",
-                {"uuid": code, "identity": identity_uuid}, replace_uuid=False,
+                {"uuid": code, "identity": identity_uuid, "expires": expires},
+                replace_uuid=False,
             )
             if stored is not None:
                 return Identity(DEVICE, identity_uuid, NO_ORGANIZATION, paired=False,
@@ -439,9 +504,8 @@ class ExpServer:
         if identity.type == USER:
             exists = await self._user_exists(identity)
         elif identity.is_pairing:
-            exists = await self.storage.get(
-                NO_ORGANIZATION, "pairings", identity.pairing_code or ""
-            ) is not None
+            exists = self._live_pairing(await self.storage.get(
+                NO_ORGANIZATION, "pairings", identity.pairing_code or ""))
         else:
             collection = "devices" if identity.type == DEVICE else "consumerApps"
             exists = await self.storage.get(
@@ -457,15 +521,34 @@ class ExpServer:
         )
         return user is not None and user.get("id") == identity.uuid
 
+    def _live_pairing(self, pairing: Document | None) -> bool:
+        """Whether C{pairing} is a pairing code that has not expired."""
+        return pairing is not None and float(pairing.get("expires", math.inf)) > (
+            self.reactor.seconds())
+
+    async def _purge_pairings(self) -> None:
+        """Remove the pairing codes that have expired."""
+        try:
+            pairings, _ = await self.storage.find(NO_ORGANIZATION, "pairings", Query())
+            for pairing in pairings:
+                if not self._live_pairing(pairing):
+                    await self.storage.delete(NO_ORGANIZATION, "pairings", pairing["uuid"])
+        except Exception:
+            self._log.failure("could not purge the expired pairing codes")
+
     async def pair(self, req: ApiRequest) -> Any:
         identity = self._writer(req)
         body = req.document()
         code = body.pop("pairingCode", None)
         if not isinstance(code, str) or not code:
             raise bad_request("pairing.codeRequired", "pairing needs a pairingCode")
+        account = dumps(list(key_of(identity)))
+        self._check_budget(req.peer, account)
         pairing = await self.storage.delete(NO_ORGANIZATION, "pairings", code.strip().upper())
-        if pairing is None:
+        if not self._live_pairing(pairing):
+            self._failed(req.peer, account)
             raise HttpError(404, "pairing.notFound", "no device is waiting with that code")
+        assert pairing is not None
         if not isinstance(body.get("secret"), str) or not body["secret"]:
             body["secret"] = new_secret()
         device = await self.storage.insert(identity.organization, "devices",

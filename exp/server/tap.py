@@ -23,6 +23,7 @@ from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 from twisted.python import usage
 
+from exp.server._auth import PASSWORD_COST
 from exp.server._seed import SeedError, demo_seed_path, load_seed
 from exp.server._server import ExpServer, ServerConfig, make_hub, make_storage
 
@@ -35,6 +36,19 @@ def _positive(kind: type, name: str) -> Any:
             raise usage.UsageError(f"--{name} must be a number, not {value!r}") from None
         if number <= 0:
             raise usage.UsageError(f"--{name} must be positive")
+        return number
+
+    return parse
+
+
+def _between(low: int, high: int, name: str) -> Any:
+    def parse(value: str) -> int:
+        try:
+            number = int(value)
+        except ValueError:
+            raise usage.UsageError(f"--{name} must be a whole number, not {value!r}") from None
+        if not low <= number <= high:
+            raise usage.UsageError(f"--{name} must be from {low} to {high}")
         return number
 
     return parse
@@ -69,6 +83,22 @@ class Options(usage.Options):
          _positive(int, "max-body")],
         ["max-broadcast-timeout", None, 60.0, "Longest broadcast timeout in seconds.",
          _positive(float, "max-broadcast-timeout")],
+        ["password-cost", None, PASSWORD_COST,
+         "scrypt cost of password hashes, as log2 of N (10 to 20); cheaper stored hashes "
+         "are redone at the next login.", _between(10, 20, "password-cost")],
+        ["failures-per-minute", None, 30.0,
+         "Failed logins and pairing attempts a peer address may make a minute (then 429).",
+         _positive(float, "failures-per-minute")],
+        ["lockout-failures", None, 10,
+         "Failed logins (or pairing codes) that lock an account...",
+         _positive(int, "lockout-failures")],
+        ["lockout-seconds", None, 300.0, "...for this many seconds.",
+         _positive(float, "lockout-seconds")],
+        ["unpaired-logins-per-minute", None, 30.0,
+         "Unpaired device logins a peer address may make a minute (then 429).",
+         _positive(float, "unpaired-logins-per-minute")],
+        ["pairing-code-lifetime", None, 900.0, "Seconds a pairing code is good for.",
+         _positive(float, "pairing-code-lifetime")],
     ]
 
     def postOptions(self) -> None:
@@ -140,6 +170,12 @@ def makeService(options: Options) -> service.IService:
         max_broadcast_timeout=options["max-broadcast-timeout"],
         content=options["content"],
         access_log=not options["no-access-log"],
+        password_cost=options["password-cost"],
+        failures_per_minute=options["failures-per-minute"],
+        lockout_failures=options["lockout-failures"],
+        lockout_seconds=options["lockout-seconds"],
+        unpaired_logins_per_minute=options["unpaired-logins-per-minute"],
+        pairing_code_lifetime=options["pairing-code-lifetime"],
     )
     server = ExpServer(make_storage(options["db"], reactor), options["organizations"],
                        config, reactor=reactor, hub=make_hub(options["redis"], reactor))
