@@ -1,14 +1,16 @@
 # The two commands of the README: `make demo` and `make test`.
 # Everything is installed into .venv (and, for the tests, tests/interop/node_modules);
 # nothing else on the machine is assumed but python3 (with venv), make, and for the
-# tests node with npm.
+# tests node with npm.  The servers and the browser that the tests run come from
+# Debian's packages, which `make test` installs when they are missing
+# (tests/system-packages.sh).
 
 PYTHON ?= python3
 VENV ?= .venv
 BIN = $(VENV)/bin
 INTEROP = tests/interop
 
-.PHONY: venv install demo test server docs clean
+.PHONY: venv system-packages install demo test server docs clean
 
 # The checkout is installed in "compat" editable mode: a .pth file puts this
 # folder on sys.path, so `exp` and the twistd plugin dropin
@@ -27,7 +29,11 @@ $(INTEROP)/node_modules/.deps: $(INTEROP)/package.json $(INTEROP)/package-lock.j
 
 venv: $(BIN)/.deps
 
-install: venv $(INTEROP)/node_modules/.deps
+# First, so that a machine that lacks them stops here, in one line.
+system-packages:
+	@bash tests/system-packages.sh
+
+install: system-packages venv $(INTEROP)/node_modules/.deps
 
 demo: venv
 	$(BIN)/python examples/walkthrough.py
