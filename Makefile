@@ -16,10 +16,13 @@ INTEROP = tests/interop
 # folder on sys.path, so `exp` and the twistd plugin dropin
 # (twisted/plugins/exp_plugins.py) are both found here, once.  That
 # `pip install .` installs the dropin into site-packages is a test of its own.
-$(BIN)/.deps: pyproject.toml
+# .runtime: what the demo and the server need; .deps: the test and docs tools too.
+$(BIN)/.runtime: EXTRAS =
+$(BIN)/.deps: EXTRAS = [test]
+$(BIN)/.runtime $(BIN)/.deps: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q -e '.[test]' --config-settings editable_mode=compat
-	touch $@
+	$(BIN)/python -m pip install -q -e '.$(EXTRAS)' --config-settings editable_mode=compat
+	touch $@ $(BIN)/.runtime
 
 # The unmodified Socket.IO 2.x client and server the interop tests run, exactly
 # as package-lock.json pins them.
@@ -35,10 +38,10 @@ system-packages:
 
 install: system-packages venv $(INTEROP)/node_modules/.deps
 
-demo: venv
+demo: $(BIN)/.runtime
 	$(BIN)/python examples/walkthrough.py
 
-server: venv
+server: $(BIN)/.runtime
 	$(BIN)/twistd -n exp-server
 
 test: install
