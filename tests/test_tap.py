@@ -140,7 +140,7 @@ def test_wheel_ships_plugin_typing_and_demo(tmp_path: Path) -> None:
     result = run([sys.executable, "-m", "pip", "wheel", ".", "--no-deps",
                   "--no-build-isolation", "-q", "-w", str(wheels)], source, timeout=TIMEOUT)
     assert result.returncode == 0, result.stdout + result.stderr
-    [wheel] = wheels.glob("exp-*.whl")
+    [wheel] = wheels.glob("txexp-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     assert {"twisted/plugins/exp_plugins.py", "exp/py.typed",
             "exp/server/demo/seed.json"} <= names

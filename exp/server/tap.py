@@ -93,7 +93,7 @@ def _require(module: str, option: str, extra: str) -> None:
         importlib.import_module(module)
     except ImportError:
         raise usage.UsageError(
-            f"{option} needs {module.split('.')[0]}: pip install 'exp[{extra}]'") from None
+            f"{option} needs {module.split('.')[0]}: pip install 'txexp[{extra}]'") from None
 
 
 class ServerService(service.Service):
