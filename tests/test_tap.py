@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+import exp
+
 from ._processes import STARTUP_TIMEOUT, TWISTD, free_port
 
 pytestmark = pytest.mark.slow
@@ -115,7 +117,11 @@ repo, target, command = os.path.realpath(sys.argv[1]), os.path.realpath(sys.argv
 sys.path[:] = [p for p in sys.path if os.path.realpath(p or ".") != repo]
 from twisted.application.service import IServiceMaker
 from twisted.plugin import getPlugins
+from importlib.metadata import distribution
 import exp.server
+dist = distribution("txexp")
+assert os.path.realpath(dist.locate_file("")) == target, dist.locate_file("")
+assert dist.version == exp.__version__, (dist.version, exp.__version__)
 [maker] = [p for p in getPlugins(IServiceMaker) if p.tapname == "exp-server"]
 plugin = sys.modules["twisted.plugins.exp_plugins"].__file__
 for name in (exp.server.__file__, plugin):
@@ -133,15 +139,20 @@ else:
 
 
 def test_wheel_ships_plugin_typing_and_demo(tmp_path: Path) -> None:
-    """The wheel has the twistd plugin, py.typed and the demo; installed alone, twistd finds it."""
+    """
+    The wheel, txexp of exp's version, has the twistd plugin, py.typed and the
+    demo; installed alone, it is found: exp imports, twistd lists the plugin.
+    """
     source = tmp_path / "source"
     shutil.copytree(REPO, source, ignore=_NOT_SOURCE)
     wheels = tmp_path / "wheels"
     result = run([sys.executable, "-m", "pip", "wheel", ".", "--no-deps",
                   "--no-build-isolation", "-q", "-w", str(wheels)], source, timeout=TIMEOUT)
     assert result.returncode == 0, result.stdout + result.stderr
-    [wheel] = wheels.glob("txexp-*.whl")
+    [wheel] = wheels.glob("*.whl")
+    assert wheel.name == f"txexp-{exp.__version__}-py3-none-any.whl"
     names = set(zipfile.ZipFile(wheel).namelist())
+    assert f"txexp-{exp.__version__}.dist-info/METADATA" in names
     assert {"twisted/plugins/exp_plugins.py", "exp/py.typed",
             "exp/server/demo/seed.json"} <= names
     assert "twisted/plugins/__init__.py" not in names
