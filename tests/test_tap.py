@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -49,6 +50,22 @@ def test_exp_server_help_lists_options(tmp_path: Path) -> None:
     for option in ("--listen", "--db", "--seed", "--content", "--public-url",
                    "--token-lifetime", "--max-body", "--max-broadcast-timeout"):
         assert option in result.stdout, option
+
+
+@pytest.mark.parametrize(("plugin", "synopsis_line"), [
+    ("exp", r"^ +--organization O \| --uuid U --api-key K \| --allow-pairing\)$"),
+    ("exp-server", r"^ +\[--seed seed\.json\] \[--content DIR\] \[--public-url URL\]$"),
+])
+def test_help_is_plain_text(tmp_path: Path, plugin: str, synopsis_line: str) -> None:
+    """--help of both plugins shows no epytext markup, and its synopsis line by line."""
+    result = run([*TWISTD, plugin, "--help"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    help_ = result.stdout
+    assert f"{plugin}: run " in help_
+    for markup in ("C{", "L{", "I{"):
+        assert markup not in help_, help_
+    assert not re.search("::$", help_, re.M), help_  # a literal block's marker
+    assert re.search(synopsis_line, help_, re.M), help_
 
 
 def start_server(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], Path]:
