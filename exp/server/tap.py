@@ -4,6 +4,10 @@ C{twistd exp-server}: run the local EXP server::
     twistd -n exp-server [--listen tcp:9000:interface=127.0.0.1] [--db exp.sqlite3]
                          [--seed seed.json] [--content DIR] [--public-url URL]
 
+The REST API and the real-time network share one port; the documents are
+stored in SQLite (or PostgreSQL, below).  Without C{--seed} the demo seed
+is loaded.
+
 Several processes serve one site when they share a PostgreSQL database and
 a Redis::
 
@@ -23,6 +27,8 @@ from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 from twisted.python import usage
 
+from exp._usage import Options as PlainOptions
+from exp._usage import plain_text
 from exp.server._auth import PASSWORD_COST
 from exp.server._seed import SeedError, demo_seed_path, load_seed
 from exp.server._server import ExpServer, ServerConfig, make_hub, make_storage
@@ -54,12 +60,9 @@ def _between(low: int, high: int, name: str) -> Any:
     return parse
 
 
-class Options(usage.Options):
+class Options(PlainOptions):
     synopsis = "[options]"
-    longdesc = (
-        "Run the local EXP server: REST API and real-time network on one port, "
-        "stored in SQLite. Without --seed the demo seed is loaded."
-    )
+    description = plain_text(__doc__)
     optFlags = [
         ["no-access-log", None, "Write no line per HTTP request to the log."],
     ]
@@ -123,7 +126,7 @@ def _require(module: str, option: str, extra: str) -> None:
         importlib.import_module(module)
     except ImportError:
         raise usage.UsageError(
-            f"{option} needs {module.split('.')[0]}: pip install 'exp[{extra}]'") from None
+            f"{option} needs {module.split('.')[0]}: pip install 'txexp[{extra}]'") from None
 
 
 class ServerService(service.Service):
