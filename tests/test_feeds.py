@@ -60,6 +60,35 @@ ATOM = """<?xml version="1.0" encoding="utf-8"?>
 </feed>
 """.encode()
 
+#: Links with a rel before the ones a reader follows: the alternate link is the link.
+ATOM_RELS = b"""<?xml version="1.0" encoding="utf-8"?>
+<feed xmlns="http://www.w3.org/2005/Atom">
+  <title>Dog log</title>
+  <link rel="self" href="https://dogs.example/feed.atom"/>
+  <link rel="alternate" type="text/html" href="https://dogs.example/"/>
+  <id>urn:dogs</id>
+  <entry>
+    <title>Rex barks</title>
+    <link rel="enclosure" type="audio/mpeg" href="https://dogs.example/rex.mp3"/>
+    <link rel="alternate" href="https://dogs.example/rex"/>
+    <id>urn:dogs:rex</id>
+    <updated>2025-06-10T04:00:00Z</updated>
+  </entry>
+  <entry>
+    <title>Fido sleeps</title>
+    <link rel="related" href="https://dogs.example/beds"/>
+    <link href="https://dogs.example/fido"/>
+    <id>urn:dogs:fido</id>
+    <published>2025-06-11T04:00:00Z</published>
+  </entry>
+  <entry>
+    <title>No page</title>
+    <link rel="edit" href="https://dogs.example/edit/3"/>
+    <id>urn:dogs:3</id>
+  </entry>
+</feed>
+"""
+
 JSON_DOCUMENT = {"weather": [{"city": "Oslo", "celsius": -3.5}], "ok": True, "none": None}
 
 
@@ -95,6 +124,9 @@ class Source(resource.Resource):
         if path == "/moved":
             request.redirect(b"/rss")
             return b""
+        if path == "/atom-rels":
+            request.setHeader(b"content-type", b"application/atom+xml")
+            return ATOM_RELS
         if path == "/huge":
             return b"<rss><channel>" + b" " * (6 << 20) + b"</channel></rss>"
         if path == "/garbage":
@@ -172,6 +204,21 @@ async def test_atom_feed_is_decoded(source: Source, http: Http, token: str) -> N
              "description": "Good dog", "date": "2025-06-10T04:00:00Z"},
         ],
     }
+
+
+@pytest_twisted.ensureDeferred
+async def test_atom_link_is_the_alternate_one(source: Source, http: Http, token: str) -> None:
+    """An Atom feed's and entry's link is the rel="alternate" one (or the one without rel),
+    not the first; none when there is none."""
+    uuid = await create_feed(http, token, "scala:feed:atom", source.url + "/atom-rels")
+    answer = await feed_data(http, token, uuid)
+    assert answer.code == 200, answer
+    assert answer.json["link"] == "https://dogs.example/"
+    assert [(item["id"], item["link"], item["date"]) for item in answer.json["items"]] == [
+        ("urn:dogs:rex", "https://dogs.example/rex", "2025-06-10T04:00:00Z"),
+        ("urn:dogs:fido", "https://dogs.example/fido", "2025-06-11T04:00:00Z"),
+        ("urn:dogs:3", None, None),
+    ]
 
 
 @pytest_twisted.ensureDeferred

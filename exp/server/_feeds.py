@@ -9,11 +9,13 @@ replaced by the C{searchValue} query parameter (dynamic feeds).
 
 from __future__ import annotations
 
+import io
 import json
+from collections.abc import Iterable
 from typing import Any
 from urllib.parse import quote
-from xml.etree import ElementTree
 
+import feedparser
 import treq
 from treq.client import HTTPClient
 
@@ -23,7 +25,6 @@ RSS, JSON = "scala:feed:rss", "scala:feed:json"
 SUPPORTED = (RSS, "scala:feed:atom", JSON)
 MAX_FEED_BYTES = 5 * 1024 * 1024
 FETCH_TIMEOUT = 15.0
-_ATOM = "{http://www.w3.org/2005/Atom}"
 
 
 def source_url(document: dict[str, Any], search_value: str | None) -> str:
@@ -80,51 +81,34 @@ async def fetch(client: HTTPClient, document: dict[str, Any],
     return parse_xml_feed(body)
 
 
-def _text(element: ElementTree.Element | None) -> str | None:
-    if element is None:
-        return None
-    return (element.text or "").strip()
+def _alternate(links: Iterable[dict[str, Any]]) -> str | None:
+    """The href of the first C{rel="alternate"} link (feedparser gives that rel to
+    links without one, and to RSS's C{<link>})."""
+    return next((link.get("href") for link in links if link.get("rel") == "alternate"), None)
 
 
-def parse_xml_feed(body: bytes) -> dict[str, Any]:
-    """Decode an RSS 2.0 or Atom document into C{{title, link, items}}."""
-    try:
-        root = ElementTree.fromstring(body)
-    except ElementTree.ParseError as e:
-        raise HttpError(502, "feed.invalidSource", f"the feed's source is not XML: {e}") from None
-    if root.tag == f"{_ATOM}feed":
-        link = root.find(f"{_ATOM}link")
-        return {
-            "title": _text(root.find(f"{_ATOM}title")),
-            "link": link.get("href") if link is not None else None,
-            "items": [
-                {
-                    "id": _text(entry.find(f"{_ATOM}id")),
-                    "title": _text(entry.find(f"{_ATOM}title")),
-                    "link": (entry.find(f"{_ATOM}link").get("href")  # type: ignore[union-attr]
-                             if entry.find(f"{_ATOM}link") is not None else None),
-                    "description": _text(entry.find(f"{_ATOM}summary"))
-                    or _text(entry.find(f"{_ATOM}content")),
-                    "date": _text(entry.find(f"{_ATOM}updated"))
-                    or _text(entry.find(f"{_ATOM}published")),
-                }
-                for entry in root.findall(f"{_ATOM}entry")
-            ],
-        }
-    channel = root.find("channel")
-    if root.tag != "rss" or channel is None:
+def parse_xml_feed(body: bytes, content_type: str | None = None) -> dict[str, Any]:
+    """Decode an RSS or Atom document into C{{title, link, items}}."""
+    # A stream, never bytes or str: feedparser would open those as a path or URL.
+    parsed = feedparser.parse(
+        io.BytesIO(body), sanitize_html=True, resolve_relative_uris=False,
+        response_headers={"content-type": content_type} if content_type else None)
+    version = parsed.get("version") or ""
+    if not version.startswith(("rss", "atom")):
         raise HttpError(502, "feed.invalidSource", "the feed's source is neither RSS nor Atom")
+    feed = parsed.feed
     return {
-        "title": _text(channel.find("title")),
-        "link": _text(channel.find("link")),
+        "title": feed.get("title"),
+        "link": _alternate(feed.get("links", ())),
         "items": [
             {
-                "id": _text(item.find("guid")),
-                "title": _text(item.find("title")),
-                "link": _text(item.find("link")),
-                "description": _text(item.find("description")),
-                "date": _text(item.find("pubDate")),
+                "id": entry.get("id"),
+                "title": entry.get("title"),
+                "link": _alternate(entry.get("links", ())),
+                "description": entry.get("summary")
+                or next((c.get("value") for c in entry.get("content", ())), None),
+                "date": entry.get("updated") or entry.get("published"),
             }
-            for item in channel.findall("item")
+            for entry in parsed.entries
         ],
     }
