@@ -13,6 +13,7 @@ a Redis::
 from __future__ import annotations
 
 import importlib
+import ipaddress
 import os
 from typing import Any
 
@@ -23,6 +24,7 @@ from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 from twisted.python import usage
 
+from exp.server._feeds import FETCH_TIMEOUT, MAX_FEED_BYTES
 from exp.server._seed import SeedError, demo_seed_path, load_seed
 from exp.server._server import ExpServer, ServerConfig, make_hub, make_storage
 
@@ -69,7 +71,24 @@ class Options(usage.Options):
          _positive(int, "max-body")],
         ["max-broadcast-timeout", None, 60.0, "Longest broadcast timeout in seconds.",
          _positive(float, "max-broadcast-timeout")],
+        ["feed-timeout", None, FETCH_TIMEOUT,
+         "Seconds for a whole feed fetch, body included.", _positive(float, "feed-timeout")],
+        ["feed-max-bytes", None, MAX_FEED_BYTES,
+         "Largest feed source in bytes, as received and as decompressed.",
+         _positive(int, "feed-max-bytes")],
     ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["feed-allow"] = []
+
+    def opt_feed_allow(self, cidr: str) -> None:
+        """Fetch feeds from this CIDR range even if not public, e.g. 10.0.0.0/8 (repeatable)."""
+        try:
+            ipaddress.ip_network(cidr, strict=False)
+        except ValueError:
+            raise usage.UsageError(f"--feed-allow takes a CIDR range, not {cidr!r}") from None
+        self["feed-allow"].append(cidr)
 
     def postOptions(self) -> None:
         try:
@@ -140,6 +159,9 @@ def makeService(options: Options) -> service.IService:
         max_broadcast_timeout=options["max-broadcast-timeout"],
         content=options["content"],
         access_log=not options["no-access-log"],
+        feed_allow=options["feed-allow"],
+        feed_timeout=options["feed-timeout"],
+        feed_max_bytes=options["feed-max-bytes"],
     )
     server = ExpServer(make_storage(options["db"], reactor), options["organizations"],
                        config, reactor=reactor, hub=make_hub(options["redis"], reactor))
