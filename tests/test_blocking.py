@@ -63,7 +63,8 @@ def url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         process = subprocess.Popen(
             [*TWISTD, "-n", "--pidfile=", "exp-server",
              "--listen", f"tcp:{port}:interface=127.0.0.1",
-             "--db", str(directory / "exp.sqlite3")],
+             "--db", str(directory / "exp.sqlite3"),
+             "--feed-allow", "127.0.0.0/8"],  # the feed test's source is on loopback
             cwd=directory, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
         )
         try:

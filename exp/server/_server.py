@@ -11,17 +11,16 @@ import math
 import re
 import secrets
 import uuid as uuidlib
+from collections.abc import Sequence
 from importlib import resources as importlib_resources
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import attrs
-from treq.client import HTTPClient
 from twisted.internet.task import LoopingCall
 from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
 from twisted.web import http, resource, server, static
-from twisted.web.client import Agent, HTTPConnectionPool
 
 from exp.protocol import (
     ChannelId,
@@ -99,6 +98,11 @@ class ServerConfig:
     @ivar public_url: the URL clients are told to use for REST and the
         network; by default the scheme and Host of each login request.
     @ivar content: the content folder of organizations whose seed names none.
+    @ivar feed_allow: CIDR ranges feeds may be fetched from although they are
+        not public (loopback, private, ...): C{--feed-allow}.
+    @ivar feed_timeout: seconds for a whole feed fetch, body included.
+    @ivar feed_max_bytes: the largest feed source, as received and as
+        decompressed.
     """
 
     public_url: str | None = None
@@ -122,6 +126,9 @@ class ServerConfig:
     unpaired_logins_per_minute: float = 30.0
     #: Seconds a pairing code is good for.
     pairing_code_lifetime: float = 900.0
+    feed_allow: Sequence[str] = ()
+    feed_timeout: float = _feeds.FETCH_TIMEOUT
+    feed_max_bytes: int = _feeds.MAX_FEED_BYTES
 
 
 def _unauthorized(message: str, code: str = "auth.invalid") -> HttpError:
@@ -195,8 +202,8 @@ class ExpServer:
         self.hub: IHub = hub if hub is not None else LocalHub(reactor)
         self._seed = seed or []
         self._content_roots = {org.name: org.content for org in self._seed if org.content}
-        self._pool = HTTPConnectionPool(reactor, persistent=True)
-        self.http = HTTPClient(Agent(reactor, pool=self._pool))
+        self.feeds = _feeds.FeedFetcher(reactor, _feeds.FeedPolicy.of(
+            self.config.feed_allow, self.config.feed_timeout, self.config.feed_max_bytes))
         self.tokens: TokenIssuer | None = None
         self.passwords = PasswordHasher(reactor, self.config.password_cost)
         self._failures = TokenBuckets(reactor, self.config.failures_per_minute)
@@ -233,7 +240,7 @@ class ExpServer:
             self._purge.stop()
         self.network.close_all()
         await self.hub.close()
-        await self._pool.closeCachedConnections()
+        await self.feeds.close()
         await self.storage.close()
         self.passwords.stop()
 
@@ -668,7 +675,7 @@ class ExpServer:
         feed = await self.storage.get(identity.organization, "feeds", uuid)
         if feed is None:
             raise _not_found(f"feed {uuid}")
-        return await _feeds.fetch(self.http, feed, req.param("searchValue"))
+        return await self.feeds.fetch(feed, req.param("searchValue"))
 
     # -- data -----------------------------------------------------------------
 

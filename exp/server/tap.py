@@ -17,6 +17,7 @@ a Redis::
 from __future__ import annotations
 
 import importlib
+import ipaddress
 import os
 from typing import Any
 
@@ -30,6 +31,7 @@ from twisted.python import usage
 from exp._usage import Options as PlainOptions
 from exp._usage import plain_text
 from exp.server._auth import PASSWORD_COST
+from exp.server._feeds import FETCH_TIMEOUT, MAX_FEED_BYTES
 from exp.server._seed import SeedError, demo_seed_path, load_seed
 from exp.server._server import ExpServer, ServerConfig, make_hub, make_storage
 
@@ -102,7 +104,24 @@ class Options(PlainOptions):
          _positive(float, "unpaired-logins-per-minute")],
         ["pairing-code-lifetime", None, 900.0, "Seconds a pairing code is good for.",
          _positive(float, "pairing-code-lifetime")],
+        ["feed-timeout", None, FETCH_TIMEOUT,
+         "Seconds for a whole feed fetch, body included.", _positive(float, "feed-timeout")],
+        ["feed-max-bytes", None, MAX_FEED_BYTES,
+         "Largest feed source in bytes, as received and as decompressed.",
+         _positive(int, "feed-max-bytes")],
     ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["feed-allow"] = []
+
+    def opt_feed_allow(self, cidr: str) -> None:
+        """Fetch feeds from this CIDR range even if not public, e.g. 10.0.0.0/8 (repeatable)."""
+        try:
+            ipaddress.ip_network(cidr, strict=False)
+        except ValueError:
+            raise usage.UsageError(f"--feed-allow takes a CIDR range, not {cidr!r}") from None
+        self["feed-allow"].append(cidr)
 
     def postOptions(self) -> None:
         try:
@@ -179,6 +198,9 @@ def makeService(options: Options) -> service.IService:
         lockout_seconds=options["lockout-seconds"],
         unpaired_logins_per_minute=options["unpaired-logins-per-minute"],
         pairing_code_lifetime=options["pairing-code-lifetime"],
+        feed_allow=options["feed-allow"],
+        feed_timeout=options["feed-timeout"],
+        feed_max_bytes=options["feed-max-bytes"],
     )
     server = ExpServer(make_storage(options["db"], reactor), options["organizations"],
                        config, reactor=reactor, hub=make_hub(options["redis"], reactor))
