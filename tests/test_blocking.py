@@ -441,7 +441,7 @@ def test_content_children_and_urls(tmp_path: Path, url: str) -> None:
         with urllib.request.urlopen(welcome.get_url(), timeout=30) as answer:
             text = answer.read().decode()
         images = [c for c in children if c.name == 'images'][0]
-        logo = images.get_children()[0]
+        logo = [c for c in images.get_children() if c.name == 'logo.png'][0]
         with urllib.request.urlopen(logo.get_variant_url('small'), timeout=30) as answer:
             small = answer.read()
         found = [c.uuid == welcome.uuid for c in exp.api.find_content({'name': 'welcome.txt'})]
