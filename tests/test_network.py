@@ -103,7 +103,7 @@ async def clocked() -> AsyncIterator[Clocked]:
     server = ExpServer(SQLiteStorage(db_path, reactor), load_seed(demo_seed_path()),
                        ServerConfig(max_broadcast_timeout=5.0), reactor=reactor, hub=hub)
     await server.start()
-    port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(server.site())
+    port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(server.factory())
     running = RunningServer(f"http://127.0.0.1:{port.getHost().port}", server, port,
                             directory, db_path, True)
     net = Clients(running.url)

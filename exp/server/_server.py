@@ -8,13 +8,12 @@ from __future__ import annotations
 import functools
 import json
 import math
-import re
 import secrets
 import uuid as uuidlib
 from collections.abc import Sequence
 from importlib import resources as importlib_resources
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import quote
 
 import attrs
 from twisted.internet.task import LoopingCall
@@ -61,11 +60,14 @@ from exp.server._seed import (
 from exp.server._storage import Document, IStorage, SQLiteStorage, dumps
 from exp.server._web import (
     ApiRequest,
+    DeadlineChannel,
     Delegate,
     HttpError,
     LimitedRequest,
     NotFound,
+    PeerLimit,
     Raw,
+    Redirect,
     Router,
     access_log_formatter,
     bad_request,
@@ -86,8 +88,6 @@ _NO_UUID = "_"
 #: The furthest ahead (seconds) a login token's C{exp} may be: the official
 #: JS SDK signs C{iat + 24 h}; five minutes more for clocks that disagree.
 LOGIN_TOKEN_HORIZON = 86400.0 + 300.0
-#: A layout's media type: C{image/} and a subtype (RFC 6838), lowercased.
-_IMAGE_TYPE = re.compile(r"image/[a-z0-9][a-z0-9!#$&^_.+-]{0,126}")
 
 
 @attrs.define
@@ -126,6 +126,10 @@ class ServerConfig:
     unpaired_logins_per_minute: float = 30.0
     #: Seconds a pairing code is good for.
     pairing_code_lifetime: float = 900.0
+    #: Seconds a request's head may take from its first byte.
+    head_timeout: float = 10.0
+    #: Connections one peer address may hold open at once (0: no limit).
+    max_connections_per_peer: int = 1000
     feed_allow: Sequence[str] = ()
     feed_timeout: float = _feeds.FETCH_TIMEOUT
     feed_max_bytes: int = _feeds.MAX_FEED_BYTES
@@ -148,19 +152,26 @@ def _public_item(document: Document) -> Document:
     return {"group": document["group"], "key": document["key"], "value": document["value"]}
 
 
-def _referring_token(req: ApiRequest) -> str | None:
-    """
-    The C{_rt} of the delivery URL that refers to C{req}: an app's
-    C{index.html} loads its own files by relative URLs, which carry no token.
-    """
-    referer = req.header("referer")
-    if not referer:
-        return None
-    parts = urlsplit(referer)
-    if not parts.path.startswith("/api/delivery/"):
-        return None
-    values = parse_qs(parts.query).get("_rt")
-    return values[-1] if values else None
+#: The first segment of a delivery path that carries the restricted token,
+#: C{/api/delivery/_rt=<token>/<path>}: an app's files, loaded by relative
+#: URLs from its C{index.html}, carry it so.
+PATH_TOKEN = "_rt="
+#: What delivered content may do in a browser: run as a page of its own
+#: origin-less sandbox, never as the API's origin (whose pages hold tokens).
+CONTENT_POLICY = b"sandbox allow-scripts allow-forms allow-popups allow-modals allow-downloads"
+#: Past this many parts, a Range header is ignored and the whole file served.
+MAX_RANGES = 8
+#: Layout images: raster types only (an SVG is a document that can run scripts).
+LAYOUT_TYPES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp", "image/bmp",
+                          "image/avif", "image/tiff"})
+
+
+def _split_path_token(path: str) -> tuple[str | None, str]:
+    """C{(token, path)} of a delivery path that starts with L{PATH_TOKEN}."""
+    if not path.startswith(PATH_TOKEN):
+        return None, path
+    token, _, rest = path[len(PATH_TOKEN):].partition("/")
+    return token, rest
 
 
 def make_storage(db: str, reactor: Any = None) -> IStorage:
@@ -252,12 +263,23 @@ class ExpServer:
         return root
 
     def site(self) -> server.Site:
+        """The twisted.web C{Site} of L{resource}."""
         kind = server.Site if self.config.access_log else _QuietSite
         site = kind(self.resource(), requestFactory=LimitedRequest,
                     logFormatter=access_log_formatter)
         site.max_body = self.config.max_body  # type: ignore[attr-defined]
         site.displayTracebacks = False
+        site.protocol = self._http_channel  # type: ignore[assignment]
         return site
+
+    def _http_channel(self) -> DeadlineChannel:
+        channel = DeadlineChannel()
+        channel.head_timeout = self.config.head_timeout
+        return channel
+
+    def factory(self) -> PeerLimit:
+        """What to listen with: L{site}, with at most so many connections per peer."""
+        return PeerLimit(self.site(), self.config.max_connections_per_peer)
 
     # -- identities and permissions ---------------------------------------
 
@@ -293,7 +315,8 @@ class ExpServer:
             host = f"{address.host}:{address.port}"
         return f"{scheme}://{host}"
 
-    def _identify(self, req: ApiRequest, restricted_ok: bool = False) -> Identity:
+    def _identify(self, req: ApiRequest, restricted_ok: bool = False,
+                  path_token: str | None = None) -> Identity:
         header = req.header("authorization") or ""
         token: str | None = None
         if header:
@@ -302,7 +325,7 @@ class ExpServer:
                 raise _unauthorized("the Authorization header must be 'Bearer <token>'")
             token = value.strip()
         elif restricted_ok:
-            token = req.param("_rt") or _referring_token(req)
+            token = req.param("_rt") or path_token
         if not token:
             raise _unauthorized("this call needs a token", "auth.required")
         try:
@@ -653,14 +676,17 @@ class ExpServer:
         blob = await self.storage.get_blob(identity.organization, f"layout:{req.match['uuid']}")
         if blob is None:
             raise HttpError(404, "layout.notFound", "this location has no layout image")
+        req.http.setHeader(b"x-content-type-options", b"nosniff")
+        req.http.setHeader(b"content-security-policy", CONTENT_POLICY)
         return Raw(*blob)
 
     async def put_layout(self, req: ApiRequest) -> Any:
         identity = self._writer(req)
         uuid = req.match["uuid"]
         content_type = (req.header("content-type") or "").split(";")[0].strip().lower()
-        if not _IMAGE_TYPE.fullmatch(content_type):
-            raise bad_request("layout.notImage", "a layout is uploaded as image/* bytes")
+        if content_type not in LAYOUT_TYPES:
+            raise bad_request("layout.notImage", "a layout is uploaded as the bytes of a "
+                              f"raster image: {', '.join(sorted(LAYOUT_TYPES))}")
         image = req.body_bytes()
         if not image:
             raise bad_request("request.bodyRequired", "the layout image is empty")
@@ -747,16 +773,28 @@ class ExpServer:
         raise _not_found(f"content {uuid}")
 
     async def delivery(self, req: ApiRequest) -> Any:
-        identity = self._identify(req, restricted_ok=True)
+        path_token, path = _split_path_token(req.match["path"])
+        identity = self._identify(req, restricted_ok=True, path_token=path_token)
         if identity.is_pairing:
             raise _forbidden("an unpaired device can only wait to be paired", "device.unpaired")
         root = self._content_root(identity)
-        path = req.match["path"]
-        filename = None
+        filename = in_app = None
         if root is not None:
-            filename = await deferToThread(_content.resolve, root, path, req.param("variant"))
+            filename, in_app = await deferToThread(_content.resolve_in_app, root, path,
+                                                   req.param("variant"))
         if filename is None:
             raise _not_found(f"content {path}")
+        query_token = req.param("_rt")
+        if in_app and query_token and path_token is None:
+            # The app's own files are loaded by URLs relative to this one:
+            # move the token into the path, where they find it.
+            return Redirect(f"/api/delivery/{PATH_TOKEN}{quote(query_token, safe='')}/"
+                            f"{quote(path.lstrip('/'))}")
+        req.http.setHeader(b"x-content-type-options", b"nosniff")
+        req.http.setHeader(b"content-security-policy", CONTENT_POLICY)
+        ranges = req.header("range")
+        if ranges is not None and ranges.count(",") >= MAX_RANGES:
+            req.http.requestHeaders.removeHeader(b"range")
         return Delegate(static.File(filename))
 
     # -- logs and the network's REST side -------------------------------------

@@ -104,6 +104,12 @@ class Options(PlainOptions):
          _positive(float, "unpaired-logins-per-minute")],
         ["pairing-code-lifetime", None, 900.0, "Seconds a pairing code is good for.",
          _positive(float, "pairing-code-lifetime")],
+        ["head-timeout", None, 10.0,
+         "Seconds a request's head (request line and headers) may take from its first "
+         "byte (then 408).", _positive(float, "head-timeout")],
+        ["max-connections-per-peer", None, 1000,
+         "Connections one peer address may hold open at once (0: no limit).",
+         _between(0, 10**6, "max-connections-per-peer")],
         ["feed-timeout", None, FETCH_TIMEOUT,
          "Seconds for a whole feed fetch, body included.", _positive(float, "feed-timeout")],
         ["feed-max-bytes", None, MAX_FEED_BYTES,
@@ -165,7 +171,7 @@ class ServerService(service.Service):
     async def _start(self) -> None:
         try:
             await self.server.start()
-            self.port = await self.endpoint.listen(self.server.site())
+            self.port = await self.endpoint.listen(self.server.factory())
         except Exception:
             self._log.failure("the EXP server could not start")
             self.server.reactor.stop()
@@ -198,6 +204,8 @@ def makeService(options: Options) -> service.IService:
         lockout_seconds=options["lockout-seconds"],
         unpaired_logins_per_minute=options["unpaired-logins-per-minute"],
         pairing_code_lifetime=options["pairing-code-lifetime"],
+        head_timeout=options["head-timeout"],
+        max_connections_per_peer=options["max-connections-per-peer"],
         feed_allow=options["feed-allow"],
         feed_timeout=options["feed-timeout"],
         feed_max_bytes=options["feed-max-bytes"],

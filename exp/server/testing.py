@@ -132,7 +132,7 @@ async def start_server(
                        ServerConfig(**config), reactor=reactor, hub=make_hub(redis, reactor))
     await server.start()
     listening = await TCP4ServerEndpoint(reactor, port, interface="127.0.0.1").listen(
-        server.site())
+        server.factory())
     url = f"http://127.0.0.1:{listening.getHost().port}"
     return RunningServer(url, server, listening, directory, db_path, own)
 
