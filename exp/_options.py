@@ -102,13 +102,29 @@ def check_seconds(value: object, what: str = "timeout") -> float:
         L{MAX_SECONDS} (not NaN, not infinite, not a string).
     """
     if not isinstance(value, (int, float)) or not 0 <= value <= MAX_SECONDS:
-        try:
-            shown = repr(value)
-        except Exception:  # e.g. an int with too many digits to print
-            shown = type(value).__name__
         raise RuntimeError(
-            f"{what} is a number of seconds from 0 to {MAX_SECONDS:g}, not {shown:.40}")
+            f"{what} is a number of seconds from 0 to {MAX_SECONDS:g}, not {_shown(value)}")
     return float(value)
+
+
+def _shown(value: object) -> str:
+    """C{value} in a message: its repr, cut short."""
+    try:
+        return f"{value!r:.40}"
+    except Exception:  # e.g. an int with too many digits to print
+        return type(value).__name__
+
+
+def check_count(value: object, what: str, unit: str) -> int:
+    """
+    A limit counted in C{unit}s: an int of at least 1.
+
+    @raise exp.RuntimeError: naming C{what} otherwise (0, a negative number, a
+        float, a bool or a string).
+    """
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise RuntimeError(f"{what} is a number of {unit}, at least 1, not {_shown(value)}")
+    return value
 
 
 def auth_expired(auth: dict[str, Any], now: float | None = None) -> bool:

@@ -7,11 +7,15 @@ No test here waits for real time.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
+from twisted.logger import ILogObserver, globalLogPublisher
+from zope.interface import provider
 
 from exp._options import check_options
 from exp.errors import AuthenticationError, NetworkError
@@ -131,10 +135,30 @@ class StandInService:
         self.removed.append(listener)
 
 
-def make_listener(max_age: float = 60) -> tuple[StandInService, Listener]:
+def make_listener(max_age: float = 60, **options: Any) -> tuple[StandInService, Listener]:
     service = StandInService()
     channel = Channel(service, "lobby")  # type: ignore[arg-type]
-    return service, Listener(service, channel, "hi", max_age)  # type: ignore[arg-type]
+    return service, Listener(service, channel, "hi", max_age,  # type: ignore[arg-type]
+                             **options)
+
+
+@contextmanager
+def listener_log() -> Iterator[list[str]]:
+    """The lines listeners log meanwhile, formatted."""
+    from twisted.logger import formatEvent
+
+    lines: list[str] = []
+
+    @provider(ILogObserver)
+    def observe(event: dict[str, Any]) -> None:
+        if event.get("log_namespace", "").endswith("Listener"):
+            lines.append(formatEvent(event))
+
+    globalLogPublisher.addObserver(observe)
+    try:
+        yield lines
+    finally:
+        globalLogPublisher.removeObserver(observe)
 
 
 def body(payload: Any, name: str = "hi") -> dict[str, Any]:
@@ -221,6 +245,76 @@ def test_listener_cancel_answers_pending_waits_none() -> None:
     assert now(listener.wait(5)) is None
     listener.cancel()
     assert service.removed == [listener]
+
+
+def test_listener_queue_keeps_the_newest_max_queue() -> None:
+    """
+    A flood on a listener nobody waits on keeps max_queue broadcasts, the
+    oldest dropped first; one line is logged when drops start and one, with
+    the count, when the listener has caught up.
+    """
+    _, listener = make_listener(max_queue=3)
+    with listener_log() as lines:
+        for n in range(1000):
+            listener.receive(body(n))
+        assert len(lines) == 1
+        assert "'hi'" in lines[0] and "'lobby'" in lines[0] and "3" in lines[0]
+        assert [now(listener.wait()).payload for _ in range(3)] == [997, 998, 999]
+        assert now(listener.wait()) is None
+    assert len(lines) == 2
+    assert "997" in lines[1]
+
+
+def test_listener_queue_below_max_queue_drops_and_logs_nothing() -> None:
+    """Up to max_queue queued broadcasts are all kept, and nothing is logged."""
+    _, listener = make_listener(max_queue=3)
+    with listener_log() as lines:
+        for n in range(3):
+            listener.receive(body(n))
+        assert [now(listener.wait()).payload for _ in range(3)] == [0, 1, 2]
+    assert lines == []
+
+
+def test_listener_queue_drops_are_logged_again_after_catching_up() -> None:
+    """A second flood after the queue was emptied is logged as a burst of its own."""
+    _, listener = make_listener(max_queue=2)
+    with listener_log() as lines:
+        for _ in range(2):
+            for n in range(5):
+                listener.receive(body(n))
+            assert [now(listener.wait()).payload for _ in range(2)] == [3, 4]
+        listener.receive(body(9))
+        listener.cancel()
+    assert len(lines) == 4
+    assert all("3 broadcasts" in line for line in lines[1::2])
+
+
+def test_callback_listener_holds_at_most_max_queue_unfinished_callbacks() -> None:
+    """
+    While max_queue callbacks have not finished, a new broadcast is dropped
+    (and logged) instead of starting another; once they finish, callbacks
+    start again.
+    """
+    running: list[tuple[Any, Deferred[None]]] = []
+
+    def slow(broadcast: Any) -> Deferred[None]:
+        d: Deferred[None] = Deferred()
+        running.append((broadcast.payload, d))
+        return d
+
+    _, listener = make_listener(max_queue=2, callback=slow)
+    with listener_log() as lines:
+        for n in range(5):
+            listener.receive(body(n))
+        assert [p for p, _ in running] == [0, 1]
+        assert len(lines) == 1
+        running[0][1].callback(None)
+        listener.receive(body(5))
+        assert [p for p, _ in running] == [0, 1, 5]
+        running[1][1].callback(None)
+        running[2][1].errback(ValueError("the app's own failure"))
+    assert len(lines) == 3  # the start of the drops, the failure, the catching up
+    assert "3 broadcasts" in lines[2]
 
 
 # -- the authenticator ---------------------------------------------------------------

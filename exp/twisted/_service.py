@@ -13,7 +13,7 @@ from twisted.application.service import MultiService
 from twisted.internet.defer import CancelledError, Deferred, TimeoutError, ensureDeferred
 from twisted.logger import Logger, LogLevel
 
-from exp._options import DEFAULT_HOST, Options, check_options, check_seconds
+from exp._options import DEFAULT_HOST, Options, check_count, check_options, check_seconds
 from exp.errors import ApiError, NetworkError, RuntimeError
 from exp.twisted._auth import Authenticator
 from exp.twisted._channels import Broadcast, Channel, Listener
@@ -305,12 +305,13 @@ class ExpService(MultiService):
 
     async def _listen(self, channel: Channel, name: str,
                       callback: Callable[[Broadcast], Any] | None, timeout: float,
-                      max_age: float) -> Listener:
+                      max_age: float, max_queue: int) -> Listener:
         network = self._require_network()
         check_seconds(timeout)
         check_seconds(max_age, "max_age")
+        check_count(max_queue, "max_queue", "broadcasts")
         await self._auth.current()
-        listener = Listener(self, channel, name, max_age, callback)
+        listener = Listener(self, channel, name, max_age, callback, max_queue)
         subscribed = network.add_listener(listener)
         subscribed.addTimeout(timeout, self.clock)
         try:
