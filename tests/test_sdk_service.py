@@ -89,6 +89,8 @@ AUTH = {"token": "t", "expiration": 1, "identity": {}, "api": {}, "network": {}}
     ({"auth": "token"}, "auth"),
     ({"auth": {"token": "t"}}, "expiration"),
     ({"auth": dict(AUTH, identity="me")}, "identity"),
+    ({"auth": dict(AUTH, api={"host": "http://api.example"},
+                   network={"host": "https://ws.example"})}, "http://api.example"),
 ])
 def test_bad_options_raise_runtime_error(options: dict[str, Any], named: str) -> None:
     """Missing, contradictory or malformed options raise exp.RuntimeError naming them."""
