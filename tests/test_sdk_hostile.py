@@ -1,13 +1,17 @@
 """
-L{exp.twisted.ExpService} against a hostile server, on loopback: https
-logins whose answer would send the SDK on over http.  Each test plays the
-attack and asserts the defended outcome.
+L{exp.twisted.ExpService} against a hostile server, on loopback: REST
+answers too large to hold, gzip bombs, redirects and cookies; and https
+logins whose answer would send the SDK on over http.  Each test plays the attack and
+asserts the defended outcome.
 """
 
 from __future__ import annotations
 
+import gzip
+import json
 import time
-from collections.abc import AsyncIterator
+import zlib
+from collections.abc import AsyncIterator, Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -15,14 +19,22 @@ from typing import Any
 import pytest
 import pytest_twisted
 from twisted.internet import reactor, ssl
-from twisted.internet.endpoints import SSL4ServerEndpoint
-from twisted.internet.interfaces import IListeningPort
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import SSL4ServerEndpoint, TCP4ServerEndpoint
+from twisted.internet.interfaces import IListeningPort, IPullProducer
+from twisted.internet.protocol import Factory, Protocol
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Request, Site
+from zope.interface import implementer
 
 from exp._options import check_hosts
 from exp.server.testing import RunningServer, start_server
-from exp.twisted import UnexpectedError
+from exp.twisted import ApiError, ExpService, UnexpectedError
+from exp.twisted._http import MAX_HEAD_SIZE, MAX_RESPONSE_SIZE
 
-from ._sdk import DEVICE, USER, Services, sleep, small_backoff, within
+from ._sdk import DEVICE, USER, Services, eventually, sleep, small_backoff, within
+
+MiB = 1 << 20
 
 
 def auth_for(api: str, network: str | None = None) -> dict[str, Any]:
@@ -32,6 +44,81 @@ def auth_for(api: str, network: str | None = None) -> dict[str, Any]:
             "api": {"host": api}, "network": {"host": network or api}}
 
 
+# -- a hostile web server --------------------------------------------------------------
+
+
+class Hostile(Resource):
+    """Answers every request with C{answer(request)}; keeps every request."""
+
+    isLeaf = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.requests: list[Request] = []
+        self.answer: Callable[[Request], bytes | int] = lambda request: b"{}"
+
+    def render(self, request: Request) -> bytes | int:
+        self.requests.append(request)
+        return self.answer(request)
+
+    def paths(self) -> list[str]:
+        return [r.path.decode() for r in self.requests]
+
+
+@implementer(IPullProducer)
+class Endless:
+    """Writes C{chunk} to a request as fast as it is read, until the connection is lost."""
+
+    def __init__(self, request: Request, chunk: bytes) -> None:
+        self.request = request
+        self.chunk = chunk
+        self.written = 0
+        self.lost = False
+        request.notifyFinish().addBoth(self._lost)
+        request.registerProducer(self, False)
+
+    def _lost(self, _: object) -> None:
+        self.lost = True
+
+    def resumeProducing(self) -> None:
+        if not self.lost:
+            self.request.write(self.chunk)
+            self.written += len(self.chunk)
+
+    def stopProducing(self) -> None:
+        self.lost = True
+
+
+class Server:
+    """A L{Hostile} resource served on a loopback port."""
+
+    def __init__(self) -> None:
+        self.resource = Hostile()
+        self.port: IListeningPort | None = None
+        self.url = ""
+
+    async def listen(self) -> None:
+        self.port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(
+            Site(self.resource))
+        self.url = f"http://127.0.0.1:{self.port.getHost().port}"
+
+    async def stop(self) -> None:
+        for request in self.resource.requests:
+            transport = getattr(request, "transport", None)
+            if transport is not None and transport.connected:
+                transport.abortConnection()
+        assert self.port is not None
+        await self.port.stopListening()
+
+
+@pytest_twisted.async_yield_fixture()
+async def hostile() -> AsyncIterator[Server]:
+    server = Server()
+    await server.listen()
+    yield server
+    await server.stop()
+
+
 @pytest_twisted.async_yield_fixture()
 async def services() -> AsyncIterator[list[Services]]:
     """Holds the L{Services} of a test, stopped at teardown."""
@@ -39,6 +126,278 @@ async def services() -> AsyncIterator[list[Services]]:
     yield held
     for each in held:
         await each.stop_all()
+
+
+def rest_only(services: list[Services], url: str, **options: Any) -> ExpService:
+    """A started service whose API is C{url}, without logging in or the network."""
+    sdk = Services(url)
+    services.append(sdk)
+    options.setdefault("request_timeout", 300)  # only the defences end these calls
+    return sdk.start(auth=auth_for(url), enable_network=False, **options)
+
+
+# -- REST: bodies ------------------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_body_announced_over_the_limit_is_refused_unread(
+        hostile: Server, services: list[Services]) -> None:
+    """An answer whose Content-Length passes the default limit fails at once, unread."""
+    endless: list[Endless] = []
+
+    def answer(request: Request) -> int:
+        request.setHeader(b"Content-Length", str(1 << 30).encode())
+        endless.append(Endless(request, b"0," * 32768))
+        return NOT_DONE_YET
+
+    hostile.resource.answer = answer
+    service = rest_only(services, hostile.url)
+    with pytest.raises(UnexpectedError) as caught:
+        await within(service.get("/api/huge"))
+    assert f"over {MAX_RESPONSE_SIZE} bytes" in str(caught.value)
+    assert "max_response_size" in str(caught.value)
+    await eventually(lambda: endless[0].lost, "the SDK closed the connection")
+    assert endless[0].written < MAX_RESPONSE_SIZE
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_endless_body_is_cut_at_the_limit(
+        hostile: Server, services: list[Services]) -> None:
+    """A body streamed for ever (no length) is read up to the default limit, no further."""
+    endless: list[Endless] = []
+
+    def answer(request: Request) -> int:
+        endless.append(Endless(request, b"[" + b"0," * 32767))
+        return NOT_DONE_YET
+
+    hostile.resource.answer = answer
+    service = rest_only(services, hostile.url)
+    with pytest.raises(UnexpectedError) as caught:
+        await within(service.get("/api/endless"))
+    assert "max_response_size" in str(caught.value)
+    await eventually(lambda: endless[0].lost, "the SDK closed the connection")
+    # what the socket buffers held besides
+    assert endless[0].written < MAX_RESPONSE_SIZE + 16 * MiB
+
+
+@pytest.mark.parametrize("declared", [True, False], ids=["content-length", "chunked"])
+@pytest_twisted.ensureDeferred
+async def test_max_response_size_is_the_largest_body_taken(
+        hostile: Server, services: list[Services], declared: bool) -> None:
+    """A body of max_response_size bytes is taken; one byte more is refused."""
+    def answer(request: Request) -> bytes | int:
+        size = int(request.args[b"size"][0])
+        body = json.dumps("x" * (size - 2)).encode()
+        if declared:
+            return body
+        request.write(body)
+        request.finish()
+        return NOT_DONE_YET
+
+    hostile.resource.answer = answer
+    service = rest_only(services, hostile.url, max_response_size=1000)
+    assert await within(service.get("/api/sized", {"size": 1000})) == "x" * 998
+    with pytest.raises(UnexpectedError, match="over 1000 bytes"):
+        await within(service.get("/api/sized", {"size": 1001}))
+    assert await within(service.get("/api/sized", {"size": 10})) == "x" * 8
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_error_answer_over_the_limit_is_an_api_error_without_payload(
+        hostile: Server, services: list[Services]) -> None:
+    """An error status with an endless body is still that ApiError, its body dropped."""
+    def answer(request: Request) -> int:
+        request.setResponseCode(502)
+        Endless(request, b"x" * 65536)
+        return NOT_DONE_YET
+
+    hostile.resource.answer = answer
+    service = rest_only(services, hostile.url, max_response_size=MiB)
+    with pytest.raises(ApiError) as caught:
+        await within(service.get("/api/failing"))
+    assert (caught.value.status_code, caught.value.payload) == (502, None)
+
+
+def gzip_of_zeros(size: int) -> bytes:
+    """A gzip stream that inflates to C{size} zero bytes (about a thousandth of it)."""
+    compressor = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    block = bytes(MiB)
+    return b"".join([*(compressor.compress(block) for _ in range(size // MiB)),
+                     compressor.flush()])
+
+
+@pytest.mark.parametrize("kind", ["bomb", "json"])
+@pytest_twisted.ensureDeferred
+async def test_gzip_is_neither_asked_for_nor_inflated(
+        hostile: Server, services: list[Services], kind: str) -> None:
+    """
+    The SDK asks for bodies as they are; a body gzipped anyway (a bomb of
+    256 MiB in 256 KiB, or plain JSON) is refused unread with UnexpectedError.
+    """
+    body = gzip_of_zeros(256 * MiB) if kind == "bomb" else gzip.compress(b'{"ok": true}')
+
+    def answer(request: Request) -> bytes:
+        request.setHeader(b"Content-Encoding", b"gzip")
+        request.setHeader(b"Content-Type", b"application/json")
+        return body
+
+    hostile.resource.answer = answer
+    service = rest_only(services, hostile.url)
+    with pytest.raises(UnexpectedError) as caught:
+        await within(service.get("/api/compressed"))
+    assert "gzip" in str(caught.value)
+    assert hostile.resource.requests[0].requestHeaders.getRawHeaders(
+        b"Accept-Encoding") == [b"identity"]
+
+
+# -- REST: redirects and cookies ---------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_redirects_are_not_followed(hostile: Server, services: list[Services]) -> None:
+    """A redirect is an UnexpectedError naming where it points; nothing goes there."""
+    def answer(request: Request) -> bytes:
+        if request.path == b"/api/moved":
+            request.redirect(hostile.url.encode() + b"/api/elsewhere")
+            return b""
+        return b"{}"
+
+    hostile.resource.answer = answer
+    service = rest_only(services, hostile.url)
+    with pytest.raises(UnexpectedError) as caught:
+        await within(service.get("/api/moved"))
+    assert "redirect" in str(caught.value) and "/api/elsewhere" in str(caught.value)
+    await sleep(0.1)
+    assert hostile.resource.paths() == ["/api/moved"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_redirected_login_is_fatal_and_not_retried(
+        hostile: Server, services: list[Services]) -> None:
+    """A login answered with a redirect fails for good (an error event), not in a loop."""
+    def answer(request: Request) -> bytes:
+        request.setResponseCode(307)
+        request.setHeader(b"Location", b"http://127.0.0.1:1/api/auth/login")
+        return b""
+
+    hostile.resource.answer = answer
+    sdk = Services(hostile.url)
+    services.append(sdk)
+    errors: list[Exception] = []
+    service = sdk.start(**USER, retry_policy=lambda attempt: 0.05)
+    service.on("error", errors.append)
+    with pytest.raises(UnexpectedError, match="redirect"):
+        await within(service.whenAuthenticated())
+    await sleep(0.3)
+    assert hostile.resource.paths() == ["/api/auth/login"]
+    assert len(errors) == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_cookies_are_not_kept(hostile: Server, services: list[Services]) -> None:
+    """A cookie set by the server is not sent back: EXP uses tokens, and a jar can be filled."""
+    def answer(request: Request) -> bytes:
+        request.addCookie(b"session", b"tracked", path=b"/")
+        return b"{}"
+
+    hostile.resource.answer = answer
+    service = rest_only(services, hostile.url)
+    await within(service.get("/api/one"))
+    await within(service.get("/api/two"))
+    assert [r.getHeader(b"cookie") for r in hostile.resource.requests] == [None, None]
+
+
+# -- REST: heads ----------------------------------------------------------------------
+
+
+class EndlessHead(Protocol):
+    """Answers any request with C{status} and then header lines for ever."""
+
+    def __init__(self, status: bytes) -> None:
+        self.status = status
+        self.written = 0
+        self.lost: Deferred[None] = Deferred()
+
+    def dataReceived(self, data: bytes) -> None:
+        if not self.written:
+            self.transport.write(self.status)  # type: ignore[union-attr]
+            self.written = len(self.status)
+            self.transport.registerProducer(self, False)  # type: ignore[union-attr]
+
+    def resumeProducing(self) -> None:
+        lines = (b"X-Padding: " + b"a" * 1000 + b"\r\n") * 64
+        self.transport.write(lines)  # type: ignore[union-attr]
+        self.written += len(lines)
+
+    def stopProducing(self) -> None:
+        pass
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self.lost.callback(None)
+
+
+@pytest_twisted.async_yield_fixture()
+async def endless_head() -> AsyncIterator[Callable[[bytes], Any]]:
+    """
+    Starts a server whose connections answer with a status line and endless
+    headers; answers its URL and the protocols of its connections.
+    """
+    made: list[EndlessHead] = []
+    ports: list[IListeningPort] = []
+
+    async def serve(status: bytes) -> tuple[str, list[EndlessHead]]:
+        def build() -> EndlessHead:
+            made.append(EndlessHead(status))
+            return made[-1]
+
+        port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(
+            Factory.forProtocol(build))
+        ports.append(port)
+        return f"http://127.0.0.1:{port.getHost().port}", made
+
+    yield serve
+    for protocol in made:
+        if protocol.transport is not None:
+            protocol.transport.abortConnection()  # type: ignore[attr-defined]
+    for port in ports:
+        await port.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_endless_rest_head_is_cut(services: list[Services], endless_head: Any
+                                           ) -> None:
+    """An answer whose headers never end fails with UnexpectedError once past 64 KiB."""
+    url, made = await endless_head(b"HTTP/1.1 200 OK\r\n")
+    service = rest_only(services, url)
+    with pytest.raises(UnexpectedError) as caught:
+        await within(service.get("/api/devices"))
+    assert f"a head over {MAX_HEAD_SIZE} bytes" in str(caught.value)
+    await within(made[0].lost)
+    assert made[0].written < MAX_HEAD_SIZE + 16 * MiB
+
+
+@pytest_twisted.ensureDeferred
+async def test_each_head_on_a_connection_has_the_limit(
+        hostile: Server, services: list[Services]) -> None:
+    """
+    Heads of nearly 64 KiB are taken answer after answer on one connection,
+    and a larger one after them is still refused.
+    """
+    clients: set[int] = set()
+
+    def answer(request: Request) -> bytes:
+        clients.add(request.getClientAddress().port)  # type: ignore[attr-defined]
+        for n in range(int(request.args[b"lines"][0])):
+            request.setHeader(f"X-Padding-{n}", "a" * 1000)
+        return b"{}"
+
+    hostile.resource.answer = answer
+    service = rest_only(services, hostile.url)
+    for _ in range(3):
+        assert await within(service.get("/api/padded", {"lines": 60})) == {}
+    with pytest.raises(UnexpectedError, match="head over"):
+        await within(service.get("/api/padded", {"lines": 70}))
+    assert len(clients) == 1
 
 
 # -- hosts: no downgrade from an https login ------------------------------------------------

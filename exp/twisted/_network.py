@@ -21,9 +21,7 @@ from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.interfaces import (
     IDelayedCall,
     IProtocol,
-    IProtocolFactory,
     IReactorTime,
-    IStreamClientEndpoint,
 )
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -32,6 +30,7 @@ from zope.interface import implementer
 from exp.errors import NetworkError
 from exp.protocol import engineio as eio
 from exp.twisted._events import Events
+from exp.twisted._wrapping import WrappingEndpoint
 
 if TYPE_CHECKING:
     from exp.twisted._channels import Listener
@@ -186,42 +185,16 @@ class _LossGuard:
     """
 
     def __init__(self, wrapped: Any) -> None:
-        self._wrapped = wrapped
+        self.wrapped = wrapped
 
     def connectionLost(self, reason: Failure) -> None:
         try:
-            self._wrapped.connectionLost(reason)
+            self.wrapped.connectionLost(reason)
         except NoTransition:
             pass
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(self._wrapped, name)
-
-
-@implementer(IProtocolFactory)
-class _LossGuardFactory:
-    def __init__(self, wrapped: Any) -> None:
-        self._wrapped = wrapped
-
-    def buildProtocol(self, addr: Any) -> _LossGuard | None:
-        protocol = self._wrapped.buildProtocol(addr)
-        return None if protocol is None else _LossGuard(protocol)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._wrapped, name)
-
-
-@implementer(IStreamClientEndpoint)
-class _LossGuardEndpoint:
-    """An endpoint whose connections are wrapped in L{_LossGuard}."""
-
-    def __init__(self, wrapped: Any) -> None:
-        self._wrapped = wrapped
-
-    def connect(self, factory: Any) -> Deferred[Any]:
-        d: Deferred[Any] = self._wrapped.connect(_LossGuardFactory(factory))
-        # ClientService gets the protocol it made, the transport the guard
-        return d.addCallback(lambda guard: guard._wrapped)
+        return getattr(self.wrapped, name)
 
 
 def _reconnect_policy(backoff: Callable[[int], float]) -> Callable[[int], float]:
@@ -289,7 +262,7 @@ class Network(Service):
 
             endpoint = wrapClientTLS(optionsForClientTLS(host), endpoint)
         self._client = ClientService(
-            _LossGuardEndpoint(endpoint), self._factory,
+            WrappingEndpoint(endpoint, _LossGuard), self._factory,
             retryPolicy=_reconnect_policy(self._retry_policy), clock=self.clock,
             prepareConnection=self._prepare,
         )

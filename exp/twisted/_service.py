@@ -18,7 +18,7 @@ from exp.errors import ApiError, NetworkError, RuntimeError
 from exp.twisted._auth import Authenticator
 from exp.twisted._channels import Broadcast, Channel, Listener
 from exp.twisted._events import Events, Handle
-from exp.twisted._http import NO_BODY, Http, error_for
+from exp.twisted._http import MAX_RESPONSE_SIZE, NO_BODY, Http, error_for
 from exp.twisted._logs import LogShipper
 from exp.twisted._network import Network
 from exp.twisted._resources import (
@@ -62,6 +62,11 @@ class ExpService(MultiService):
         L{NetworkError}; also the longest a call waits for a login that is
         being retried (it then fails with the login's last failure,
         L{NetworkError} or L{ApiError}).
+    @param retry_policy: seconds to wait before attempt C{n} of a login or
+        a connection (as C{twisted.application.internet.backoffPolicy}).
+    @param max_response_size: the largest REST answer body read, in bytes
+        (32 MiB); a larger one is dropped unread past the limit, and the call
+        fails with L{UnexpectedError}.
     @raise exp.RuntimeError: if the credentials are incomplete or
         contradictory, or the host is not an http(s) URL.
     """
@@ -74,7 +79,8 @@ class ExpService(MultiService):
                  api_key: str | None = None, allow_pairing: bool | None = None,
                  enable_network: bool = True, auth: dict[str, Any] | None = None,
                  reactor: Any = None, request_timeout: float = 30.0,
-                 retry_policy: Callable[[int], float] | None = None) -> None:
+                 retry_policy: Callable[[int], float] | None = None,
+                 max_response_size: int = MAX_RESPONSE_SIZE) -> None:
         super().__init__()
         options = check_options(
             host=host, username=username, password=password, organization=organization,
@@ -85,6 +91,7 @@ class ExpService(MultiService):
             raise RuntimeError("request_timeout must be more than 0 seconds")
         if retry_policy is not None and not callable(retry_policy):
             raise RuntimeError("retry_policy must be a callable: attempt -> delay in seconds")
+        check_count(max_response_size, "max_response_size", "bytes")
         if reactor is None:
             from twisted.internet import reactor as _reactor
 
@@ -93,7 +100,7 @@ class ExpService(MultiService):
         self.clock = reactor
         self.events = Events()
         retry = retry_policy or backoffPolicy(initialDelay=1.0, maxDelay=30.0)
-        self._http = Http(reactor, request_timeout)
+        self._http = Http(reactor, request_timeout, max_response_size)
         self._request_timeout = request_timeout
         self._auth = Authenticator(options, self._http, reactor, self.events, retry,
                                    self._auth_updated)
