@@ -1,7 +1,8 @@
 """
 L{exp.twisted.ExpService} against a hostile server, on loopback: REST
-answers too large to hold, gzip bombs, redirects and cookies; and https
-logins whose answer would send the SDK on over http.  Each test plays the attack and
+answers too large to hold, gzip bombs, redirects and cookies; network
+messages and handshake answers too large to hold; and https logins whose
+answer would send the SDK on over http.  Each test plays the attack and
 asserts the defended outcome.
 """
 
@@ -31,6 +32,7 @@ from exp._options import check_hosts
 from exp.server.testing import RunningServer, start_server
 from exp.twisted import ApiError, ExpService, UnexpectedError
 from exp.twisted._http import MAX_HEAD_SIZE, MAX_RESPONSE_SIZE
+from exp.twisted._network import MAX_HANDSHAKE_SIZE, MAX_MESSAGE_SIZE
 
 from ._sdk import DEVICE, USER, Services, eventually, sleep, small_backoff, within
 
@@ -398,6 +400,66 @@ async def test_each_head_on_a_connection_has_the_limit(
     with pytest.raises(UnexpectedError, match="head over"):
         await within(service.get("/api/padded", {"lines": 70}))
     assert len(clients) == 1
+
+
+# -- the network: messages and handshakes --------------------------------------------------
+
+
+@pytest_twisted.async_yield_fixture()
+async def big_server() -> AsyncIterator[RunningServer]:
+    """A demo server that takes broadcasts of up to 8 MiB."""
+    running = await start_server(max_body=8 * MiB)
+    yield running
+    await running.stop()
+
+
+@pytest.mark.parametrize(("options", "size"), [
+    ({}, MAX_MESSAGE_SIZE + MiB),
+    ({"max_message_size": 64 << 10}, 100 << 10),
+], ids=["default", "option"])
+@pytest_twisted.ensureDeferred
+async def test_a_network_message_over_the_limit_closes_the_connection(
+        big_server: RunningServer, services: list[Services], options: dict[str, Any],
+        size: int) -> None:
+    """
+    A broadcast larger than max_message_size never reaches the listener: its
+    frame closes the connection, which is made again, and later broadcasts
+    arrive.
+    """
+    sdk = Services(big_server.url)
+    services.append(sdk)
+    device = await sdk.device(retry_policy=small_backoff, **options)
+    await within(device.whenConnected())
+    events: list[str] = []
+    device.on("offline", lambda: events.append("offline"))
+    device.on("online", lambda: events.append("online"))
+    listener = await within(device.get_channel("big").listen("news"))
+    user = await sdk.user(enable_network=False)
+    channel = user.get_channel("big")
+    await within(channel.broadcast("news", "x" * size, timeout=0))
+    await eventually(lambda: events == ["offline", "online"], "the device connected again")
+    received = None
+    for attempt in range(50):  # until the new connection's subscription is in place
+        await within(channel.broadcast("news", f"small {attempt}", timeout=0))
+        received = await within(listener.wait(0.2))
+        if received is not None:
+            break
+    assert received is not None and received.payload.startswith("small")
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_endless_handshake_answer_is_dropped(
+        services: list[Services], endless_head: Any) -> None:
+    """A network that answers the WebSocket handshake with endless headers is dropped."""
+    url, made = await endless_head(b"HTTP/1.1 101 Switching Protocols\r\n")
+    sdk = Services(url)
+    services.append(sdk)
+    service = sdk.start(auth=auth_for(url), retry_policy=lambda attempt: 60)
+    await eventually(lambda: bool(made), "the SDK connected")
+    await within(made[0].lost)
+    assert MAX_HANDSHAKE_SIZE <= made[0].written < MAX_HANDSHAKE_SIZE + 16 * MiB
+    assert not service.is_connected
+    await within(service.stopService())
 
 
 # -- hosts: no downgrade from an https login ------------------------------------------------

@@ -35,6 +35,14 @@ from exp.twisted._wrapping import WrappingEndpoint
 if TYPE_CHECKING:
     from exp.twisted._channels import Listener
 
+#: The largest message (and frame) taken from the network by default, in
+#: bytes (4 MiB): a broadcast as large as the server's largest request body
+#: (1 MiB by default) with room to spare.
+MAX_MESSAGE_SIZE = 4 << 20
+
+#: The largest answer to the WebSocket opening handshake, in bytes.
+MAX_HANDSHAKE_SIZE = 64 << 10
+
 
 class Heartbeat:
     """
@@ -98,6 +106,16 @@ class _Socket(WebSocketClientProtocol):
     def emit(self, name: str, data: Any) -> None:
         self.send_text(eio.event(name, data))
 
+    def dataReceived(self, data: bytes) -> None:
+        # Autobahn buffers the handshake's answer until a blank line, however long
+        if self.state == self.STATE_CONNECTING and (
+                len(self.data) + len(data) > MAX_HANDSHAKE_SIZE):
+            self._log.warn("the network's handshake answer is over {limit} bytes; dropping"
+                           " the connection", limit=MAX_HANDSHAKE_SIZE)
+            self.dropConnection(abort=True)
+            return
+        super().dataReceived(data)
+
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         try:
             packet = eio.Packet.decode(payload.decode("utf-8"))
@@ -160,7 +178,10 @@ class _SocketFactory(WebSocketClientFactory):
     def __init__(self, network: Network, url: str, reactor: Any) -> None:
         super().__init__(url, reactor=reactor)
         self.network = network
-        self.setProtocolOptions(openHandshakeTimeout=10, closeHandshakeTimeout=2)
+        # a larger message fails the connection (1009), which is then made again
+        self.setProtocolOptions(openHandshakeTimeout=10, closeHandshakeTimeout=2,
+                                maxFramePayloadSize=network.max_message_size,
+                                maxMessagePayloadSize=network.max_message_size)
 
 
 def socket_url(network_host: str, token: str) -> str:
@@ -213,8 +234,10 @@ class Network(Service):
     _log = Logger()
 
     def __init__(self, reactor: Any, events: Events, retry_policy: Callable[[int], float],
-                 token_refused: Callable[[], None]) -> None:
+                 token_refused: Callable[[], None],
+                 max_message_size: int = MAX_MESSAGE_SIZE) -> None:
         self.reactor = reactor
+        self.max_message_size = max_message_size
         self.clock: IReactorTime = reactor
         self._events = events
         self._retry_policy = retry_policy

@@ -20,7 +20,7 @@ from exp.twisted._channels import Broadcast, Channel, Listener
 from exp.twisted._events import Events, Handle
 from exp.twisted._http import MAX_RESPONSE_SIZE, NO_BODY, Http, error_for
 from exp.twisted._logs import LogShipper
-from exp.twisted._network import Network
+from exp.twisted._network import MAX_MESSAGE_SIZE, Network
 from exp.twisted._resources import (
     Content,
     Data,
@@ -67,6 +67,8 @@ class ExpService(MultiService):
     @param max_response_size: the largest REST answer body read, in bytes
         (32 MiB); a larger one is dropped unread past the limit, and the call
         fails with L{UnexpectedError}.
+    @param max_message_size: the largest network message taken, in bytes
+        (4 MiB); a larger one closes the connection, which is made again.
     @raise exp.RuntimeError: if the credentials are incomplete or
         contradictory, or the host is not an http(s) URL.
     """
@@ -80,7 +82,8 @@ class ExpService(MultiService):
                  enable_network: bool = True, auth: dict[str, Any] | None = None,
                  reactor: Any = None, request_timeout: float = 30.0,
                  retry_policy: Callable[[int], float] | None = None,
-                 max_response_size: int = MAX_RESPONSE_SIZE) -> None:
+                 max_response_size: int = MAX_RESPONSE_SIZE,
+                 max_message_size: int = MAX_MESSAGE_SIZE) -> None:
         super().__init__()
         options = check_options(
             host=host, username=username, password=password, organization=organization,
@@ -92,6 +95,7 @@ class ExpService(MultiService):
         if retry_policy is not None and not callable(retry_policy):
             raise RuntimeError("retry_policy must be a callable: attempt -> delay in seconds")
         check_count(max_response_size, "max_response_size", "bytes")
+        check_count(max_message_size, "max_message_size", "bytes")
         if reactor is None:
             from twisted.internet import reactor as _reactor
 
@@ -106,7 +110,8 @@ class ExpService(MultiService):
                                    self._auth_updated)
         self._network: Network | None = None
         if options.enable_network:
-            self._network = Network(reactor, self.events, retry, self._socket_refused)
+            self._network = Network(reactor, self.events, retry, self._socket_refused,
+                                    max_message_size)
             self._network.setServiceParent(self)
         self._pairing_listener: Listener | None = None
         self._stopped = False
