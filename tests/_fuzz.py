@@ -327,7 +327,9 @@ class Fuzzed:
 def start_fuzzed() -> Fuzzed:
     """Start a server with the demo seed and log in as everyone."""
     server = ServerProcess("--max-body", str(MAX_BODY),
-                           "--max-broadcast-timeout", str(MAX_BROADCAST_TIMEOUT)).start()
+                           "--max-broadcast-timeout", str(MAX_BROADCAST_TIMEOUT),
+                           # the feeds' sources are the server's own pages
+                           "--feed-allow", "127.0.0.0/8").start()
     fuzzed = Fuzzed(server)
     try:
         _prepare(fuzzed)

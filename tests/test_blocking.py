@@ -63,7 +63,8 @@ def url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         process = subprocess.Popen(
             [*TWISTD, "-n", "--pidfile=", "exp-server",
              "--listen", f"tcp:{port}:interface=127.0.0.1",
-             "--db", str(directory / "exp.sqlite3")],
+             "--db", str(directory / "exp.sqlite3"),
+             "--feed-allow", "127.0.0.0/8"],  # the feed test's source is on loopback
             cwd=directory, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
         )
         try:
@@ -460,7 +461,7 @@ def test_content_children_and_urls(tmp_path: Path, url: str) -> None:
         with urllib.request.urlopen(welcome.get_url(), timeout=30) as answer:
             text = answer.read().decode()
         images = [c for c in children if c.name == 'images'][0]
-        logo = images.get_children()[0]
+        logo = [c for c in images.get_children() if c.name == 'logo.png'][0]
         with urllib.request.urlopen(logo.get_variant_url('small'), timeout=30) as answer:
             small = answer.read()
         found = [c.uuid == welcome.uuid for c in exp.api.find_content({'name': 'welcome.txt'})]

@@ -10,22 +10,17 @@ import json
 import math
 import re
 import secrets
-import time
 import uuid as uuidlib
+from collections.abc import Sequence
 from importlib import resources as importlib_resources
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import attrs
-from treq.client import HTTPClient
-from twisted.internet.defer import Deferred
 from twisted.internet.task import LoopingCall
 from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 from twisted.web import http, resource, server, static
-from twisted.web.client import Agent, HTTPConnectionPool
-from zope.interface import implementer
 
 from exp.protocol import (
     ChannelId,
@@ -40,18 +35,22 @@ from exp.server._auth import (
     CONSUMER_APP,
     DEVICE,
     NO_ORGANIZATION,
+    PASSWORD_COST,
     USER,
     Identity,
+    PasswordHasher,
     TokenIssuer,
     channel_allowed,
-    check_password,
-    hash_password,
+    needs_rehash,
     new_secret,
     pairing_code,
+    same_secret,
 )
-from exp.server._hub import IHub, ISubscriber, LocalHub, Message
+from exp.server._hub import IHub, LocalHub
+from exp.server._limits import Lockouts, TokenBuckets, too_many
 from exp.server._network import EngineIOResource, Network
 from exp.server._query import UNSET, InvalidQuery, Query
+from exp.server._revocation import Key, Revocations, key_of
 from exp.server._seed import (
     Organization,
     apply_seed,
@@ -80,6 +79,8 @@ RESOURCE_PATHS = {
     "locations": "locations",
     "connectors/feeds": "feeds",
 }
+#: Seconds between two purges of the expired pairing codes.
+PAIRINGS_PURGE_INTERVAL = 60.0
 #: The uuid of a device login that has none (it asks to pair).
 _NO_UUID = "_"
 #: The furthest ahead (seconds) a login token's C{exp} may be: the official
@@ -87,8 +88,6 @@ _NO_UUID = "_"
 LOGIN_TOKEN_HORIZON = 86400.0 + 300.0
 #: A layout's media type: C{image/} and a subtype (RFC 6838), lowercased.
 _IMAGE_TYPE = re.compile(r"image/[a-z0-9][a-z0-9!#$&^_.+-]{0,126}")
-#: Checked against when a user is unknown, so that answers take as long.
-_DUMMY_HASH = hash_password(secrets.token_hex(8))
 
 
 @attrs.define
@@ -99,6 +98,11 @@ class ServerConfig:
     @ivar public_url: the URL clients are told to use for REST and the
         network; by default the scheme and Host of each login request.
     @ivar content: the content folder of organizations whose seed names none.
+    @ivar feed_allow: CIDR ranges feeds may be fetched from although they are
+        not public (loopback, private, ...): C{--feed-allow}.
+    @ivar feed_timeout: seconds for a whole feed fetch, body included.
+    @ivar feed_max_bytes: the largest feed source, as received and as
+        decompressed.
     """
 
     public_url: str | None = None
@@ -109,6 +113,22 @@ class ServerConfig:
     ping_interval: float = 25.0
     ping_timeout: float = 20.0
     access_log: bool = True
+    #: scrypt's cost for passwords, as log2 of N (hashes of a lower cost are
+    #: redone at the next login).
+    password_cost: int = PASSWORD_COST
+    #: Failed logins and pairing attempts a peer address may make a minute.
+    failures_per_minute: float = 30.0
+    #: Failed logins (or pairing codes) of one account that lock it ...
+    lockout_failures: int = 10
+    #: ... for this many seconds.
+    lockout_seconds: float = 300.0
+    #: Unpaired device logins a peer address may make a minute.
+    unpaired_logins_per_minute: float = 30.0
+    #: Seconds a pairing code is good for.
+    pairing_code_lifetime: float = 900.0
+    feed_allow: Sequence[str] = ()
+    feed_timeout: float = _feeds.FETCH_TIMEOUT
+    feed_max_bytes: int = _feeds.MAX_FEED_BYTES
 
 
 def _unauthorized(message: str, code: str = "auth.invalid") -> HttpError:
@@ -161,52 +181,6 @@ def make_hub(redis: str | None, reactor: Any) -> IHub:
     return LocalHub(reactor)
 
 
-T = TypeVar("T")
-
-#: Seconds between two readings of the stored device deletions.
-DELETED_DEVICES_RELOAD = 30.0
-
-
-def _uncancellable(d: Deferred[T]) -> Deferred[T]:
-    """What C{d} gives, in a Deferred whose cancellation leaves C{d} running."""
-    shield: Deferred[T] = Deferred()
-
-    def passed(result: Any) -> None:
-        if not shield.called:
-            if isinstance(result, Failure):
-                shield.errback(result)
-            else:
-                shield.callback(result)
-
-    d.addBoth(passed)
-    return shield
-
-
-def _device_key(organization: str, uuid: str) -> str:
-    return dumps([organization, uuid])
-
-
-#: The hub channel between the processes of one server; no client
-#: channel id looks like it.
-SERVER_CHANNEL = "exp:server"
-
-
-@implementer(ISubscriber)
-class _ServerEvents:
-    """What the processes of one server tell each other through the hub."""
-
-    def __init__(self, server: ExpServer) -> None:
-        self._server = server
-
-    def deliver(self, message: Message) -> None:
-        name, payload = message.body["name"], message.body["payload"]
-        key = (payload["organization"], payload["uuid"])
-        if name == "deviceDeleted":
-            self._server._forget_device(*key, payload["until"])
-        elif name == "deviceCreated":
-            self._server._deleted_devices.pop(key, None)
-
-
 class ExpServer:
     """
     The server's state and request handlers.  L{start} makes it ready;
@@ -228,16 +202,18 @@ class ExpServer:
         self.hub: IHub = hub if hub is not None else LocalHub(reactor)
         self._seed = seed or []
         self._content_roots = {org.name: org.content for org in self._seed if org.content}
-        self._pool = HTTPConnectionPool(reactor, persistent=True)
-        self.http = HTTPClient(Agent(reactor, pool=self._pool))
+        self.feeds = _feeds.FeedFetcher(reactor, _feeds.FeedPolicy.of(
+            self.config.feed_allow, self.config.feed_timeout, self.config.feed_max_bytes))
         self.tokens: TokenIssuer | None = None
-        #: Devices deleted through the API, by (organization, uuid): their
-        #: tokens are refused until the last one issued before has expired.
-        #: Kept in storage too, and told to the other processes by the hub.
-        self._deleted_devices: dict[tuple[str, str], float] = {}
-        self._server_events = _ServerEvents(self)
-        self._reload = LoopingCall(self._reload_deleted_devices)
-        self._reload.clock = reactor
+        self.passwords = PasswordHasher(reactor, self.config.password_cost)
+        self._failures = TokenBuckets(reactor, self.config.failures_per_minute)
+        self._unpaired = TokenBuckets(reactor, self.config.unpaired_logins_per_minute)
+        self._lockouts = Lockouts(reactor, self.config.lockout_failures,
+                                  self.config.lockout_seconds)
+        self._purge = LoopingCall(self._purge_pairings)
+        self._purge.clock = reactor
+        self.revocations = Revocations(storage, self.hub, reactor, self.config.token_lifetime,
+                                       self._revoked)
         self.router = Router()
         self._add_routes()
         self.network = Network(
@@ -251,23 +227,22 @@ class ExpServer:
         await self.storage.open()
         key = await self.storage.setting("signingKey", lambda: secrets.token_urlsafe(48))
         self.tokens = TokenIssuer(key, self.config.token_lifetime)
-        await apply_seed(self.storage, self._seed)
-        # Subscribed before loading: no deletion falls between the two.
-        self.hub.subscribe(SERVER_CHANNEL, self._server_events)
+        self.passwords.start()
+        await apply_seed(self.storage, self._seed, self.passwords.hash)
         await self.hub.open(await self.storage.setting("deployment", lambda: uuidlib.uuid4().hex))
-        await self._load_deleted_devices()
-        # Also read now and then: the hub's messages may miss some.
-        self._reload.start(DELETED_DEVICES_RELOAD, now=False)
+        await self.revocations.start()
+        self._purge.start(PAIRINGS_PURGE_INTERVAL, now=False)
 
     async def stop(self) -> None:
         """Close outgoing connections, the hub and the storage."""
-        if self._reload.running:
-            self._reload.stop()
+        self.revocations.stop()
+        if self._purge.running:
+            self._purge.stop()
         self.network.close_all()
-        self.hub.unsubscribe_all(self._server_events)
         await self.hub.close()
-        await self._pool.closeCachedConnections()
+        await self.feeds.close()
         await self.storage.close()
+        self.passwords.stop()
 
     def resource(self) -> resource.Resource:
         """The root of the server's web tree."""
@@ -294,73 +269,19 @@ class ExpServer:
     def _identify_token(self, token: str) -> Identity:
         if self.tokens is None:
             raise InvalidToken("the server is starting")
-        return self._existing(self.tokens.identify(token))
+        return self.revocations.check(self.tokens.identify(token))
 
-    def _existing(self, identity: Identity) -> Identity:
-        """
-        C{identity}, unless it is a device deleted since its token was issued.
+    def _issue(self, identity: Identity, req: ApiRequest) -> dict[str, Any]:
+        """An auth payload for C{identity}, bound to its current credential."""
+        credential = self.revocations.credential(key_of(identity))
+        return self._issuer().issue(attrs.evolve(identity, credential=credential),
+                                    self._public_url(req))
 
-        @raise InvalidToken: if it is.
-        """
-        if identity.type == DEVICE and self._deleted_devices:
-            key = (identity.organization, identity.uuid)
-            until = self._deleted_devices.get(key)
-            if until is not None and until > time.time():
-                raise InvalidToken("its device has been deleted")
-        return identity
-
-    async def _device_deleted(self, organization: str, uuid: str) -> None:
-        """
-        Refuse the tokens of a deleted device, in every process and after
-        restarts, until the last one issued before has expired.
-        """
-        key = _device_key(organization, uuid)
-        until = time.time() + self.config.token_lifetime + 1
-        # At once in this process (the hub delivers here synchronously) and
-        # soon in the others; then for processes started later.  A client
-        # leaving does not stop it half-way.
-        self.hub.notify(SERVER_CHANNEL, "deviceDeleted",
-                        {"organization": organization, "uuid": uuid, "until": until})
-        record = {"uuid": key, "organization": organization, "device": uuid, "until": until}
-        await _uncancellable(self.storage.put(NO_ORGANIZATION, "deletedDevices", key, record))
-
-    async def _device_created(self, organization: str, uuid: str) -> None:
-        """A device of a deleted one's uuid has its own tokens: accept them."""
-        def created(record: Document | None) -> None:
-            if record is not None:
-                self.hub.notify(SERVER_CHANNEL, "deviceCreated",
-                                {"organization": organization, "uuid": uuid})
-
-        removed = self.storage.delete(NO_ORGANIZATION, "deletedDevices",
-                                      _device_key(organization, uuid))
-        await _uncancellable(removed.addCallback(created))
-
-    def _forget_device(self, organization: str, uuid: str, until: float) -> None:
-        """Refuse the tokens of a deleted device and end its network sessions."""
-        now = time.time()
-        self._deleted_devices = {k: v for k, v in self._deleted_devices.items() if v > now}
-        self._deleted_devices[(organization, uuid)] = until
+    def _revoked(self, whose: Key) -> None:
+        """End the network sessions of an identity whose credentials changed."""
         for session in list(self.network.sessions.values()):
-            who = session.identity
-            if (who.type, who.organization, who.uuid) == (DEVICE, organization, uuid):
+            if key_of(session.identity) == whose:
                 session.close()
-
-    async def _load_deleted_devices(self) -> None:
-        """Add the stored deletions this process has not heard of."""
-        records, _ = await self.storage.find(NO_ORGANIZATION, "deletedDevices", Query())
-        now = time.time()
-        for record in records:
-            device = (record["organization"], record["device"])
-            if record["until"] <= now:
-                await self.storage.delete(NO_ORGANIZATION, "deletedDevices", record["uuid"])
-            elif device not in self._deleted_devices:
-                self._forget_device(*device, record["until"])
-
-    async def _reload_deleted_devices(self) -> None:
-        try:
-            await self._load_deleted_devices()
-        except Exception:
-            self._log.failure("could not read the deleted devices")
 
     def _public_url(self, req: ApiRequest) -> str:
         if self.config.public_url:
@@ -385,7 +306,7 @@ class ExpServer:
         if not token:
             raise _unauthorized("this call needs a token", "auth.required")
         try:
-            identity = self._existing(self._issuer().identify(token))
+            identity = self.revocations.check(self._issuer().identify(token))
         except InvalidToken as e:
             raise _unauthorized(f"the token is not valid: {e}") from None
         if identity.restricted and not restricted_ok:
@@ -460,12 +381,31 @@ class ExpServer:
     async def login(self, req: ApiRequest) -> Any:
         body = req.document()
         if "token" in body:
-            identity = await self._token_login(body["token"])
+            identity = await self._token_login(body["token"], req.peer)
         else:
-            identity = await self._user_login(body)
-        return self._issuer().issue(identity, self._public_url(req))
+            identity = await self._user_login(body, req.peer)
+        return self._issue(identity, req)
 
-    async def _user_login(self, body: Document) -> Identity:
+    def _check_budget(self, peer: str, account: str) -> None:
+        """
+        Refuse an attempt of C{peer} on C{account} while the account is locked
+        or the peer has used up its failures.
+
+        @raise HttpError: 429, with C{Retry-After}.
+        """
+        locked = self._lockouts.locked(account)
+        if locked:
+            raise too_many("too many failed attempts on this account; it is locked for now",
+                           locked, "auth.locked")
+        wait = self._failures.wait(peer)
+        if wait:
+            raise too_many("too many failed attempts from this address; slow down", wait)
+
+    def _failed(self, peer: str, account: str) -> None:
+        self._failures.take(peer)
+        self._lockouts.failed(account)
+
+    async def _user_login(self, body: Document, peer: str) -> Identity:
         if body.get("type", USER) != USER:
             raise bad_request("auth.invalidRequest", "login needs a user's credentials or a token")
         fields = {k: body.get(k) for k in ("username", "password", "organization")}
@@ -474,15 +414,23 @@ class ExpServer:
             raise bad_request("auth.invalidRequest",
                               f"a user login needs {', '.join(missing)} (strings)")
         username, password, organization = (str(v) for v in fields.values())
+        account = dumps([USER, organization, user_uuid(username)])
+        self._check_budget(peer, account)
         user = await self.storage.get(organization, "users", user_uuid(username))
-        stored = user["passwordHash"] if user else _DUMMY_HASH
-        good = await deferToThread(check_password, password, stored)
+        # Checked even for an unknown user, so that the answer takes as long.
+        good = await self.passwords.check(password, user["passwordHash"] if user else None)
         if user is None or not good:
+            self._failed(peer, account)
             raise _unauthorized("wrong username, password or organization",
                                 "auth.invalidCredentials")
+        self._lockouts.succeeded(account)
+        if needs_rehash(user["passwordHash"], self.passwords.cost):
+            rehashed = await self.passwords.hash(password)
+            await self.storage.update(organization, "users", user["uuid"],
+                                      {"passwordHash": rehashed})
         return Identity(USER, user["id"], organization, username=user["username"])
 
-    async def _token_login(self, token: Any) -> Identity:
+    async def _token_login(self, token: Any, peer: str) -> Identity:
         try:
             claims = unverified_claims(token)
         except InvalidToken as e:
@@ -497,6 +445,9 @@ class ExpServer:
         collection, secret_field = (
             ("devices", "secret") if kind == DEVICE else ("consumerApps", "apiKey")
         )
+        account = dumps([kind, uuid])
+        if uuid != _NO_UUID and not pairing:
+            self._check_budget(peer, account)
         candidates = [] if uuid == _NO_UUID else await self.storage.lookup(
             collection, uuid)
         for organization, document in candidates:
@@ -512,7 +463,12 @@ class ExpServer:
             # Credentials missing ("_"), wrong or deleted: the official
             # clients sign with whatever secret they have, and expect to be
             # let in unpaired.  An unpaired identity may do nothing but wait.
+            wait = self._unpaired.wait(peer)
+            if wait:
+                raise too_many("too many unpaired logins from this address; slow down", wait)
+            self._unpaired.take(peer)
             return await self._pairing_identity()
+        self._failed(peer, account)
         raise _unauthorized("the login token's credentials are wrong or expired",
                             "auth.invalidCredentials")
 
@@ -539,9 +495,11 @@ class ExpServer:
         identity_uuid = f"pairing-{secrets.token_hex(12)}"
         for _ in range(20):
             code = pairing_code()
+            expires = self.reactor.seconds() + self.config.pairing_code_lifetime
             stored = await self.storage.insert(
                 NO_ORGANIZATION, "pairings",
-                {"uuid": code, "identity": identity_uuid}, replace_uuid=False,
+                {"uuid": code, "identity": identity_uuid, "expires": expires},
+                replace_uuid=False,
             )
             if stored is not None:
                 return Identity(DEVICE, identity_uuid, NO_ORGANIZATION, paired=False,
@@ -553,9 +511,8 @@ class ExpServer:
         if identity.type == USER:
             exists = await self._user_exists(identity)
         elif identity.is_pairing:
-            exists = await self.storage.get(
-                NO_ORGANIZATION, "pairings", identity.pairing_code or ""
-            ) is not None
+            exists = self._live_pairing(await self.storage.get(
+                NO_ORGANIZATION, "pairings", identity.pairing_code or ""))
         else:
             collection = "devices" if identity.type == DEVICE else "consumerApps"
             exists = await self.storage.get(
@@ -563,7 +520,7 @@ class ExpServer:
             ) is not None
         if not exists:
             raise _unauthorized("the identity of this token no longer exists")
-        return self._issuer().issue(identity, self._public_url(req))
+        return self._issue(identity, req)
 
     async def _user_exists(self, identity: Identity) -> bool:
         user = await self.storage.get(
@@ -571,21 +528,39 @@ class ExpServer:
         )
         return user is not None and user.get("id") == identity.uuid
 
+    def _live_pairing(self, pairing: Document | None) -> bool:
+        """Whether C{pairing} is a pairing code that has not expired."""
+        return pairing is not None and float(pairing.get("expires", math.inf)) > (
+            self.reactor.seconds())
+
+    async def _purge_pairings(self) -> None:
+        """Remove the pairing codes that have expired."""
+        try:
+            pairings, _ = await self.storage.find(NO_ORGANIZATION, "pairings", Query())
+            for pairing in pairings:
+                if not self._live_pairing(pairing):
+                    await self.storage.delete(NO_ORGANIZATION, "pairings", pairing["uuid"])
+        except Exception:
+            self._log.failure("could not purge the expired pairing codes")
+
     async def pair(self, req: ApiRequest) -> Any:
         identity = self._writer(req)
         body = req.document()
         code = body.pop("pairingCode", None)
         if not isinstance(code, str) or not code:
             raise bad_request("pairing.codeRequired", "pairing needs a pairingCode")
+        account = dumps(list(key_of(identity)))
+        self._check_budget(req.peer, account)
         pairing = await self.storage.delete(NO_ORGANIZATION, "pairings", code.strip().upper())
-        if pairing is None:
+        if not self._live_pairing(pairing):
+            self._failed(req.peer, account)
             raise HttpError(404, "pairing.notFound", "no device is waiting with that code")
+        assert pairing is not None
         if not isinstance(body.get("secret"), str) or not body["secret"]:
             body["secret"] = new_secret()
         device = await self.storage.insert(identity.organization, "devices",
                                            resource_defaults("devices", body))
         assert device is not None
-        await self._device_created(identity.organization, device["uuid"])
         self.notify(identity.organization, device["uuid"], "create", device)
         self.notify(NO_ORGANIZATION, pairing["identity"], "paired",
                     {"uuid": device["uuid"], "secret": device["secret"]})
@@ -628,8 +603,6 @@ class ExpServer:
             document["secret"] = new_secret()
         stored = await self.storage.insert(identity.organization, collection, document)
         assert stored is not None
-        if collection == "devices":
-            await self._device_created(identity.organization, stored["uuid"])
         self.notify(identity.organization, stored["uuid"], "create", stored)
         return stored
 
@@ -646,9 +619,17 @@ class ExpServer:
         uuid = req.match["uuid"]
         fields = req.document()
         fields.pop("uuid", None)
+        before = None
+        if collection == "devices" and "secret" in fields:
+            if not isinstance(fields["secret"], str) or not fields["secret"]:
+                raise bad_request("device.invalidSecret", "a device's secret is a non-empty string")
+            before = await self.storage.get(identity.organization, collection, uuid)
         document = await self.storage.update(identity.organization, collection, uuid, fields)
         if document is None:
             raise _not_found(f"{collection[:-1]} {uuid}")
+        if before is not None and not same_secret(str(before.get("secret")), fields["secret"]):
+            # Tokens signed in with the old secret die with it.
+            await self.revocations.revoke((DEVICE, identity.organization, uuid))
         self.notify(identity.organization, uuid, "update", document)
         return document
 
@@ -660,7 +641,7 @@ class ExpServer:
             raise _not_found(f"{collection[:-1]} {uuid}")
         self.notify(identity.organization, uuid, "delete", document)
         if collection == "devices":
-            await self._device_deleted(identity.organization, uuid)
+            await self.revocations.revoke((DEVICE, identity.organization, uuid))
         return None
 
     # -- locations and feeds --------------------------------------------------
@@ -694,7 +675,7 @@ class ExpServer:
         feed = await self.storage.get(identity.organization, "feeds", uuid)
         if feed is None:
             raise _not_found(f"feed {uuid}")
-        return await _feeds.fetch(self.http, feed, req.param("searchValue"))
+        return await self.feeds.fetch(feed, req.param("searchValue"))
 
     # -- data -----------------------------------------------------------------
 

@@ -32,6 +32,8 @@ class HttpError(Exception):
         self.status = status
         self.code = code
         self.message = message
+        #: Headers of the answer (C{Retry-After}, ...).
+        self.headers: dict[bytes, bytes] = {}
 
 
 def bad_request(code: str, message: str) -> HttpError:
@@ -65,6 +67,11 @@ class ApiRequest:
     def param(self, name: str) -> str | None:
         values = self.params.get(name)
         return values[-1] if values else None
+
+    @property
+    def peer(self) -> str:
+        """The address the request came from (what budgets per peer count)."""
+        return str(getattr(self.http.getClientAddress(), "host", "local"))
 
     def header(self, name: str) -> str | None:
         # As bytes: Twisted's str headers raise on bytes that are not UTF-8.
@@ -206,6 +213,8 @@ def _finished(request: server.Request) -> bool:
 
 def _write_error(request: server.Request, error: HttpError) -> None:
     request.setResponseCode(error.status)
+    for name, value in error.headers.items():
+        request.setHeader(name, value)
     _write_json(request, {"code": error.code, "message": error.message})
 
 

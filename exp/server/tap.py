@@ -4,6 +4,10 @@ C{twistd exp-server}: run the local EXP server::
     twistd -n exp-server [--listen tcp:9000:interface=127.0.0.1] [--db exp.sqlite3]
                          [--seed seed.json] [--content DIR] [--public-url URL]
 
+The REST API and the real-time network share one port; the documents are
+stored in SQLite (or PostgreSQL, below).  Without C{--seed} the demo seed
+is loaded.
+
 Several processes serve one site when they share a PostgreSQL database and
 a Redis::
 
@@ -13,6 +17,7 @@ a Redis::
 from __future__ import annotations
 
 import importlib
+import ipaddress
 import os
 from typing import Any
 
@@ -23,6 +28,10 @@ from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 from twisted.python import usage
 
+from exp._usage import Options as PlainOptions
+from exp._usage import plain_text
+from exp.server._auth import PASSWORD_COST
+from exp.server._feeds import FETCH_TIMEOUT, MAX_FEED_BYTES
 from exp.server._seed import SeedError, demo_seed_path, load_seed
 from exp.server._server import ExpServer, ServerConfig, make_hub, make_storage
 
@@ -40,12 +49,22 @@ def _positive(kind: type, name: str) -> Any:
     return parse
 
 
-class Options(usage.Options):
+def _between(low: int, high: int, name: str) -> Any:
+    def parse(value: str) -> int:
+        try:
+            number = int(value)
+        except ValueError:
+            raise usage.UsageError(f"--{name} must be a whole number, not {value!r}") from None
+        if not low <= number <= high:
+            raise usage.UsageError(f"--{name} must be from {low} to {high}")
+        return number
+
+    return parse
+
+
+class Options(PlainOptions):
     synopsis = "[options]"
-    longdesc = (
-        "Run the local EXP server: REST API and real-time network on one port, "
-        "stored in SQLite. Without --seed the demo seed is loaded."
-    )
+    description = plain_text(__doc__)
     optFlags = [
         ["no-access-log", None, "Write no line per HTTP request to the log."],
     ]
@@ -69,7 +88,40 @@ class Options(usage.Options):
          _positive(int, "max-body")],
         ["max-broadcast-timeout", None, 60.0, "Longest broadcast timeout in seconds.",
          _positive(float, "max-broadcast-timeout")],
+        ["password-cost", None, PASSWORD_COST,
+         "scrypt cost of password hashes, as log2 of N (10 to 20); cheaper stored hashes "
+         "are redone at the next login.", _between(10, 20, "password-cost")],
+        ["failures-per-minute", None, 30.0,
+         "Failed logins and pairing attempts a peer address may make a minute (then 429).",
+         _positive(float, "failures-per-minute")],
+        ["lockout-failures", None, 10,
+         "Failed logins (or pairing codes) that lock an account...",
+         _positive(int, "lockout-failures")],
+        ["lockout-seconds", None, 300.0, "...for this many seconds.",
+         _positive(float, "lockout-seconds")],
+        ["unpaired-logins-per-minute", None, 30.0,
+         "Unpaired device logins a peer address may make a minute (then 429).",
+         _positive(float, "unpaired-logins-per-minute")],
+        ["pairing-code-lifetime", None, 900.0, "Seconds a pairing code is good for.",
+         _positive(float, "pairing-code-lifetime")],
+        ["feed-timeout", None, FETCH_TIMEOUT,
+         "Seconds for a whole feed fetch, body included.", _positive(float, "feed-timeout")],
+        ["feed-max-bytes", None, MAX_FEED_BYTES,
+         "Largest feed source in bytes, as received and as decompressed.",
+         _positive(int, "feed-max-bytes")],
     ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["feed-allow"] = []
+
+    def opt_feed_allow(self, cidr: str) -> None:
+        """Fetch feeds from this CIDR range even if not public, e.g. 10.0.0.0/8 (repeatable)."""
+        try:
+            ipaddress.ip_network(cidr, strict=False)
+        except ValueError:
+            raise usage.UsageError(f"--feed-allow takes a CIDR range, not {cidr!r}") from None
+        self["feed-allow"].append(cidr)
 
     def postOptions(self) -> None:
         try:
@@ -93,7 +145,7 @@ def _require(module: str, option: str, extra: str) -> None:
         importlib.import_module(module)
     except ImportError:
         raise usage.UsageError(
-            f"{option} needs {module.split('.')[0]}: pip install 'exp[{extra}]'") from None
+            f"{option} needs {module.split('.')[0]}: pip install 'txexp[{extra}]'") from None
 
 
 class ServerService(service.Service):
@@ -140,6 +192,15 @@ def makeService(options: Options) -> service.IService:
         max_broadcast_timeout=options["max-broadcast-timeout"],
         content=options["content"],
         access_log=not options["no-access-log"],
+        password_cost=options["password-cost"],
+        failures_per_minute=options["failures-per-minute"],
+        lockout_failures=options["lockout-failures"],
+        lockout_seconds=options["lockout-seconds"],
+        unpaired_logins_per_minute=options["unpaired-logins-per-minute"],
+        pairing_code_lifetime=options["pairing-code-lifetime"],
+        feed_allow=options["feed-allow"],
+        feed_timeout=options["feed-timeout"],
+        feed_max_bytes=options["feed-max-bytes"],
     )
     server = ExpServer(make_storage(options["db"], reactor), options["organizations"],
                        config, reactor=reactor, hub=make_hub(options["redis"], reactor))
