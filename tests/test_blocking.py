@@ -319,6 +319,26 @@ def test_listen_and_wait_loop(tmp_path: Path, url: str) -> None:
     assert reported(result) == ["my_event", {"n": 1}, None]
 
 
+def test_listen_max_queue(tmp_path: Path, url: str) -> None:
+    """listen(max_queue=n) keeps the newest n broadcasts for wait, the oldest dropped."""
+    result = run(tmp_path, url, """
+        sender = exp.start(**USER, enable_network=False)
+        device = exp.start(**DEVICE)
+        listener = device.get_channel('flood').listen('news', max_queue=2)
+        seen = []
+        device.get_channel('flood').listen('news', callback=seen.append)
+        for n in range(5):
+            sender.get_channel('flood').broadcast('news', payload=n, timeout=0)
+        deadline = time.monotonic() + 60
+        while len(seen) < 5 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        report([len(seen), listener.wait(0).payload, listener.wait(0).payload,
+                listener.wait(0)])
+        exp.stop()
+    """)
+    assert reported(result) == [5, 3, 4, None]
+
+
 # -- SDK_DOC.md: resources ------------------------------------------------------------
 
 

@@ -89,6 +89,13 @@ AUTH = {"token": "t", "expiration": 1, "identity": {}, "api": {}, "network": {}}
     ({"auth": "token"}, "auth"),
     ({"auth": {"token": "t"}}, "expiration"),
     ({"auth": dict(AUTH, identity="me")}, "identity"),
+    ({"auth": dict(AUTH, api={"host": "http://api.example"},
+                   network={"host": "https://ws.example"})}, "http://api.example"),
+    ({**DEVICE, "max_response_size": 0}, "max_response_size"),
+    ({**DEVICE, "max_response_size": 1.5}, "max_response_size"),
+    ({**DEVICE, "max_message_size": -1}, "max_message_size"),
+    ({**DEVICE, "max_message_size": True}, "max_message_size"),
+    ({**DEVICE, "max_message_size": "4M"}, "max_message_size"),
 ])
 def test_bad_options_raise_runtime_error(options: dict[str, Any], named: str) -> None:
     """Missing, contradictory or malformed options raise exp.RuntimeError naming them."""
