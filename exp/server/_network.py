@@ -410,7 +410,6 @@ class EngineIOResource(resource.Resource):
         if (params.get("EIO") or [""])[-1] != "3":
             return _engineio_error(request, 400, UNSUPPORTED_PROTOCOL,
                                    "Unsupported protocol version: this server speaks EIO=3")
-        _allow_origin(request)
         transport = (params.get("transport") or [""])[-1]
         if transport == "websocket":
             if request.method == b"OPTIONS":
@@ -465,13 +464,3 @@ class EngineIOResource(resource.Resource):
             session.handle(packet)
         request.setHeader(b"content-type", b"text/html")
         return b"ok"
-
-
-def _allow_origin(request: server.Request) -> None:
-    """Let browser apps on other origins use the polling transport."""
-    origin = request.getHeader(b"origin")
-    if origin:
-        request.setHeader(b"access-control-allow-origin", origin)
-        request.setHeader(b"access-control-allow-credentials", b"true")
-        request.setHeader(b"access-control-allow-headers", b"content-type")
-        request.setHeader(b"access-control-allow-methods", b"GET, POST, OPTIONS")

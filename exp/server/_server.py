@@ -41,6 +41,8 @@ from exp.server._auth import (
     new_secret,
     pairing_code,
 )
+from exp.server._cors import ANY as ANY_ORIGIN
+from exp.server._cors import CORS, normalize_origins
 from exp.server._hub import IHub, ISubscriber, LocalHub, Message
 from exp.server._network import EngineIOResource, Network
 from exp.server._query import InvalidQuery, Query
@@ -81,6 +83,8 @@ class ServerConfig:
     @ivar public_url: the URL clients are told to use for REST and the
         network; by default the scheme and Host of each login request.
     @ivar content: the content folder of organizations whose seed names none.
+    @ivar cors_origins: the origins whose web pages may call the API and
+        poll the network (C{"*"}: any; none: no cross-origin page).
     """
 
     public_url: str | None = None
@@ -91,6 +95,8 @@ class ServerConfig:
     ping_interval: float = 25.0
     ping_timeout: float = 20.0
     access_log: bool = True
+    cors_origins: tuple[str, ...] = attrs.field(default=(ANY_ORIGIN,),
+                                                converter=normalize_origins)
 
 
 def _unauthorized(message: str, code: str = "auth.invalid") -> HttpError:
@@ -239,8 +245,10 @@ class ExpServer:
     def resource(self) -> resource.Resource:
         """The root of the server's web tree."""
         root = _Root()
-        root.putChild(b"api", self.router)
-        root.putChild(b"socket.io", EngineIOResource(self.network))
+        origins = self.config.cors_origins
+        methods = {method for method, _ in self.router.routes()}
+        root.putChild(b"api", CORS(self.router, origins, methods))
+        root.putChild(b"socket.io", CORS(EngineIOResource(self.network), origins, ["GET", "POST"]))
         return root
 
     def site(self) -> server.Site:

@@ -23,6 +23,8 @@ from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 from twisted.python import usage
 
+from exp.server._cors import ANY as ANY_ORIGIN
+from exp.server._cors import normalize_origin
 from exp.server._seed import SeedError, demo_seed_path, load_seed
 from exp.server._server import ExpServer, ServerConfig, make_hub, make_storage
 
@@ -70,6 +72,20 @@ class Options(usage.Options):
         ["max-broadcast-timeout", None, 60.0, "Longest broadcast timeout in seconds.",
          _positive(float, "max-broadcast-timeout")],
     ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["cors-origins"] = []
+        self.docs["cors-origin"] = (
+            "Origin (scheme://host[:port]) whose web pages may call the API and poll "
+            "the network; repeatable, * allows any [default: *].")
+
+    def opt_cors_origin(self, origin: str) -> None:
+        # Repeatable, so a method rather than an optParameters entry.
+        try:
+            self["cors-origins"].append(normalize_origin(origin))
+        except ValueError as e:
+            raise usage.UsageError(f"--cors-origin: {e}") from None
 
     def postOptions(self) -> None:
         try:
@@ -140,6 +156,7 @@ def makeService(options: Options) -> service.IService:
         max_broadcast_timeout=options["max-broadcast-timeout"],
         content=options["content"],
         access_log=not options["no-access-log"],
+        cors_origins=options["cors-origins"] or [ANY_ORIGIN],
     )
     server = ExpServer(make_storage(options["db"], reactor), options["organizations"],
                        config, reactor=reactor, hub=make_hub(options["redis"], reactor))
