@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import jwt
 import pytest_twisted
@@ -65,6 +66,71 @@ async def test_device_login_seconds_and_milliseconds(http: Http) -> None:
                "exp": int((time.time() + 60) * 1000)}, DEMO["device_secret"])
     auth = await http.login(token=ms)
     assert auth["identity"]["uuid"] == "test-uuid"
+
+
+def js_sdk_token(claims: dict[str, Any], secret: str) -> str:
+    """A login token as the official JS SDK signs it: iat, and exp 24 h later, in seconds."""
+    iat = round(time.time())
+    return sign({**claims, "iat": iat, "exp": iat + 86400}, secret)
+
+
+def python_sdk_token(claims: dict[str, Any], secret: str) -> str:
+    """A login token as the Python 1.0.x SDK signs it: exp in 30 s, in milliseconds."""
+    return sign({**claims, "exp": (int(time.time()) + 30) * 1000}, secret)
+
+
+@pytest_twisted.ensureDeferred
+async def test_login_tokens_of_the_official_clients(http: Http) -> None:
+    """Device and consumer-app logins signed as the JS and Python 1.0.x SDKs sign them work."""
+    device = {"type": "device", "uuid": DEMO["device_uuid"], "allowPairing": False}
+    app = {"type": "consumerApp", "uuid": DEMO["consumer_uuid"]}
+    for signed in (js_sdk_token, python_sdk_token):
+        auth = await http.login(token=signed(device, DEMO["device_secret"]))
+        assert (auth["identity"]["type"], auth["identity"]["uuid"]) == ("device", "test-uuid")
+        auth = await http.login(token=signed(app, DEMO["api_key"]))
+        assert auth["identity"]["type"] == "consumerApp"
+
+
+@pytest_twisted.ensureDeferred
+async def test_pairing_logins_of_the_official_clients(http: Http) -> None:
+    """The JS SDK's pairing login (no uuid) and the Python 1.0.x one (uuid "_", exp in ms),
+    both signed with "_", get a pairing identity."""
+    for token in (js_sdk_token({"type": "device", "allowPairing": True}, "_"),
+                  python_sdk_token({"uuid": "_", "type": "device", "allowPairing": True}, "_")):
+        auth = await http.login(token=token)
+        assert auth["identity"]["paired"] is False, auth
+        assert auth["identity"]["uuid"].startswith("pairing-")
+
+
+@pytest_twisted.ensureDeferred
+async def test_pairing_login_with_wrong_credentials_is_unpaired(http: Http) -> None:
+    """With allowPairing, wrong or unknown device credentials (which the JS SDK signs its
+    token with) start unpaired; right ones still log in as the device."""
+    for uuid, secret in ((DEMO["device_uuid"], "wrong"), ("nobody", "whatever"), ("", "x")):
+        token = js_sdk_token({"type": "device", "uuid": uuid, "allowPairing": True}, secret)
+        auth = await http.login(token=token)
+        assert auth["identity"]["paired"] is False, (uuid, auth)
+    token = js_sdk_token({"type": "device", "uuid": DEMO["device_uuid"], "allowPairing": True},
+                         DEMO["device_secret"])
+    auth = await http.login(token=token)
+    assert auth["identity"] == {"type": "device", "uuid": "test-uuid",
+                                "organization": "scala", "paired": True}
+
+
+@pytest_twisted.ensureDeferred
+async def test_login_token_needs_an_exp_within_a_day(http: Http) -> None:
+    """A login token without exp, or whose exp is more than 24 h (+5 min) ahead, is 401,
+    in seconds and in milliseconds; a pairing token too."""
+    now = int(time.time())
+    for claims, secret in (({"type": "device", "uuid": DEMO["device_uuid"]},
+                            DEMO["device_secret"]),
+                           ({"type": "consumerApp", "uuid": DEMO["consumer_uuid"]},
+                            DEMO["api_key"]),
+                           ({"type": "device", "uuid": "_", "allowPairing": True}, "_")):
+        for exp in (None, now + 86400 + 600, (now + 86400 + 600) * 1000, 10**13 * 5):
+            token = sign(claims if exp is None else {**claims, "exp": exp}, secret)
+            answer = await http.call("POST", "/api/auth/login", {"token": token})
+            assert answer.code == 401, (claims, exp, answer)
 
 
 @pytest_twisted.ensureDeferred

@@ -254,7 +254,7 @@ def test_channel_flags_and_enable_network(tmp_path: Path, url: str) -> None:
     assert result == {
         "app plain broadcast": "ApiError", "app plain listen": "NetworkError",
         "user system broadcast": "ApiError", "app hears": ["c", None],
-        "user hears consumer": None, "no network listen": "RuntimeError",
+        "user hears consumer": None, "no network listen": "NetworkError",
         "connected": [True, False], "no network get": "lobby",
     }
 
@@ -344,6 +344,41 @@ def test_api_devices(tmp_path: Path, url: str) -> None:
     """)
     assert result == {"found": ["test-uuid"], "total": 1, "got": "lobby", "missing": None,
                       "saved": 123, "deleted": None}
+
+
+def test_a_script_written_for_the_1_0_sdk(tmp_path: Path, url: str) -> None:
+    """What 1.0.x scripts do works: the create_*/get_* families on the instance exp.start
+    returns, resources created with no document, getters with no uuid, a device whose
+    location is {'uuid': None}, and NetworkError from listen without the network."""
+    result = result_of(tmp_path, url, """
+        sdk = exp.start(**USER)
+        out = {}
+        experience = sdk.create_experience()
+        location = sdk.create_location(None)
+        thing = sdk.create_thing()
+        out["created"] = [[r.uuid is not None, r.name] for r in (experience, location, thing)]
+        out["zones"] = [location.document["zones"], location.get_zones()]
+        out["getters"] = [sdk.get_device(), sdk.get_location(None), sdk.get_thing(),
+                          sdk.get_experience(), sdk.get_feed(), sdk.get_content(),
+                          sdk.get_data()]
+        device = sdk.create_device({"location": {"uuid": None}})
+        out["nowhere"] = [device.get_location(), device.get_zones(), device.get_experience()]
+        out["found"] = [d.uuid for d in sdk.find_devices({"uuid": device.uuid})]
+        for resource in (experience, location, thing, device):
+            resource.delete()
+        quiet = exp.start(enable_network=False, **USER)
+        try:
+            quiet.get_channel("ops").listen("ping")
+        except exp.NetworkError as e:
+            out["listen"] = type(e).__name__
+        exp.stop()
+        report(out)
+    """)
+    assert result == {
+        "created": [[True, ""], [True, ""], [True, ""]], "zones": [[], []],
+        "getters": [None] * 7, "nowhere": [None, [], None], "found": [result["found"][0]],
+        "listen": "NetworkError",
+    }
 
 
 def test_module_level_resource_calls(tmp_path: Path, url: str) -> None:

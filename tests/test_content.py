@@ -27,6 +27,7 @@ LOGO = b"\x89PNG\r\n\x1a\n" + b"big logo" * 50
 SMALL_LOGO = b"\x89PNG\r\n\x1a\n" + b"small logo"
 OUTSIDE = b"OUTSIDE-THE-CONTENT-FOLDER"
 REPORT = "docs/sub dir/report \u00fc.txt"
+CLOCK_PAGE = b'<!doctype html><script src="lib/app.js"></script>'
 
 ACME_USER = {"username": "ann@acme.test", "password": "acme-Password1", "organization": "acme"}
 OTHER_USER = {"username": "bob@other.test", "password": "other-Password1",
@@ -46,6 +47,9 @@ def build_folders(base: Path) -> None:
     _write(content / "images" / "logo.png", LOGO)
     _write(content / "images" / "logo.small.png", SMALL_LOGO)
     _write(content / REPORT, "r\u00e9sum\u00e9\n".encode())
+    _write(content / "clock" / "manifest.json", b'{"name": "clock"}')
+    _write(content / "clock" / "index.html", CLOCK_PAGE)
+    _write(content / "clock" / "lib" / "app.js", b"tick();\n")
     _write(content / ".secret", b"dotfile")
     _write(content / ".hidden" / "inside.txt", b"hidden folder")
     _write(base / "outside.txt", OUTSIDE)
@@ -84,9 +88,12 @@ class Content:
         assert answer.json["total"] == len(answer.json["results"])
         return {item["path"]: item for item in answer.json["results"]}
 
-    async def raw(self, target: bytes, token: str | None = None) -> Answer:
+    async def raw(self, target: bytes, token: str | None = None,
+                  referer: str | None = None) -> Answer:
         """GET C{target} exactly as given: no client-side normalization of the path."""
         headers = Headers()
+        if referer is not None:
+            headers.addRawHeader(b"referer", referer.encode())
         if token is not None:
             headers.addRawHeader(b"authorization", f"Bearer {token}".encode())
         agent = Agent(reactor, pool=HTTPConnectionPool(reactor, persistent=False))
@@ -116,7 +123,7 @@ async def test_listing_has_the_whole_tree(content: Content) -> None:
     items = await content.items()
     assert set(items) == {
         "/", "/welcome.txt", "/homepage.url", "/images", "/images/logo.png",
-        "/docs", "/docs/sub dir", "/" + REPORT,
+        "/docs", "/docs/sub dir", "/" + REPORT, "/clock",
     }
     assert items["/"]["uuid"] == "root"
     for path, item in items.items():
@@ -136,7 +143,7 @@ async def test_listing_has_the_whole_tree(content: Content) -> None:
 async def test_parent_lists_children(content: Content) -> None:
     """?parent=root lists the root's children only; ?parent=<folder> that folder's."""
     children = await content.items(parent="root")
-    assert set(children) == {"/welcome.txt", "/homepage.url", "/images", "/docs"}
+    assert set(children) == {"/welcome.txt", "/homepage.url", "/images", "/docs", "/clock"}
     images = children["/images"]["uuid"]
     assert set(await content.items(parent=images)) == {"/images/logo.png"}
     folders = await content.items(subtype="scala:content:folder")
@@ -235,6 +242,33 @@ async def test_delivery_with_authorization_header(content: Content) -> None:
         answer = await content.raw(delivery("/welcome.txt"), token=token)
         assert answer.code == 200, answer
         assert answer.body == b"hello, world\n"
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_folder_with_a_manifest_is_one_app(content: Content) -> None:
+    """A folder holding manifest.json is a scala:content:app item, its files no items."""
+    items = await content.items()
+    assert items["/clock"]["subtype"] == "scala:content:app"
+    assert items["/clock"]["name"] == "clock"
+    assert not [path for path in items if path.startswith("/clock/")]
+    assert set(await content.items(parent=items["/clock"]["uuid"])) == set()
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_app_is_delivered_with_its_own_files(content: Content) -> None:
+    """<path>/index.html serves the app; the files it loads by relative URLs (no token of
+    their own) are served on the token of the delivery page that refers to them."""
+    page = delivery("/clock/index.html", _rt=content.rt)
+    answer = await content.raw(page)
+    assert (answer.code, answer.body) == (200, CLOCK_PAGE)
+    script = delivery("/clock/lib/app.js")
+    referer = content.running.url + page.decode()
+    answer = await content.raw(script, referer=referer)
+    assert (answer.code, answer.body) == (200, b"tick();\n")
+    for bad in (None, content.running.url + "/api/things?_rt=" + content.rt,
+                content.running.url + delivery("/clock/index.html", _rt="forged").decode()):
+        answer = await content.raw(script, referer=bad)
+        assert answer.code == 401, (bad, answer)
 
 
 @pytest_twisted.ensureDeferred

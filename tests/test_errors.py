@@ -57,15 +57,33 @@ async def test_malformed_json_is_400(http: Http, token: str, raw: bytes) -> None
 
 @pytest.mark.parametrize("raw", [b"", b"   \r\n\t "])
 @pytest_twisted.ensureDeferred
-async def test_empty_body_is_400(http: Http, token: str, raw: bytes) -> None:
-    """A call that needs a JSON body and gets none (or only blanks) is 400."""
-    for method, path in (("POST", "/api/things"), ("PATCH", "/api/things/demo-thing"),
-                         ("PUT", "/api/data/g/k"), ("POST", "/api/logs"),
-                         ("POST", "/api/auth/login"),
-                         ("POST", "/api/networks/current/broadcasts")):
-        answer = await http.call(method, path, raw=raw, token=token)
-        assert_error(answer, 400, "request.bodyRequired")
+async def test_empty_body_is_an_empty_document(http: Http, token: str, raw: bytes) -> None:
+    """POST, PATCH and PUT without a body (or with only blanks) act on {}, as the
+    official clients mean when they send none; where {} is not enough, 400 says why."""
+    created = await http.call("POST", "/api/things", raw=raw, token=token)
+    assert created.code == 200, created
+    assert created.json["name"] == "" and created.json["uuid"]
+    before = (await http.call("GET", "/api/things/demo-thing", token=token)).json
+    patched = await http.call("PATCH", "/api/things/demo-thing", raw=raw, token=token)
+    assert (patched.code, patched.json) == (200, before)
+    put = await http.call("PUT", "/api/data/g/k", raw=raw, token=token)
+    assert (put.code, put.json) == (200, {"group": "g", "key": "k", "value": {}})
+    for method, path, code in (("POST", "/api/logs", "logs.invalid"),
+                               ("POST", "/api/auth/login", "auth.invalidRequest"),
+                               ("POST", "/api/networks/current/broadcasts", "channel.invalid"),
+                               ("POST", "/api/devices/pair", "pairing.codeRequired")):
+        assert_error(await http.call(method, path, raw=raw, token=token), 400, code)
     await still_serving(http, token)
+
+
+@pytest_twisted.ensureDeferred
+async def test_delete_ignores_its_body(http: Http, token: str) -> None:
+    """A DELETE's body, JSON or not, is ignored."""
+    made = await http.call("POST", "/api/things", {"name": "doomed"}, token=token)
+    answer = await http.call("DELETE", f"/api/things/{made.json['uuid']}", raw=b"{not json",
+                             token=token)
+    assert answer.code == 200, answer
+    assert (await http.call("GET", f"/api/things/{made.json['uuid']}", token=token)).code == 404
 
 
 @pytest.mark.parametrize("document", [[1, 2], [], "text", 42, None, True])

@@ -515,7 +515,7 @@ FOUND: list[tuple[str, bytes, bytes, Any, bytes, bytes | None, int, str]] = [
      b"application/json",
      json.dumps({"token": _claims({"type": "device", "uuid": "_", "allowPairing": True,
                                    "exp": 10**400}, b"_").decode()}).encode(),
-     401, "auth.invalidCredentials"),
+     401, "auth.invalid"),
     ("login token with deeply nested claims", b"POST", b"/api/auth/login", None,
      b"application/json",
      json.dumps({"token": jwt(HS256, b"[" * 5000 + b"]" * 5000, b"_")}).encode(),

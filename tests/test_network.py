@@ -129,7 +129,7 @@ async def login_unpaired(http: Http) -> dict[str, Any]:
 
 
 async def broadcast(http: Http, token: str, channel_id: str, name: str, payload: Any,
-                    timeout: int | None = None) -> Answer:
+                    timeout: int | str | None = None) -> Answer:
     params = None if timeout is None else {"timeout": str(timeout)}
     return await guard(http.call(
         "POST", "/api/networks/current/broadcasts",
@@ -700,10 +700,11 @@ async def test_broadcast_timeout_is_capped(clocked: Clocked) -> None:
 async def test_broadcast_without_timeout_answers_empty_at_once(
     net: Clients, http: Http, token: str
 ) -> None:
-    """Without a timeout (or with 0) a broadcast is answered [] once delivered."""
+    """Without a timeout (or with 0, or an unset JavaScript value such as the JS SDK's
+    ?timeout=undefined) a broadcast is answered [] once delivered."""
     client = await net.connect("websocket", token)
     assert await subscribe(client, [LOBBY]) == [LOBBY]
-    for timeout in (None, 0):
+    for timeout in (None, 0, "undefined", "null", ""):
         answer = await broadcast(http, token, LOBBY, "tell", None, timeout=timeout)
         assert (answer.code, answer.json) == (200, [])
         assert (await next_broadcast(client))["name"] == "tell"
@@ -743,21 +744,25 @@ async def test_device_changes_are_announced_on_its_system_channel(
 async def test_data_changes_are_announced_on_its_system_channel(
     net: Clients, http: Http, token: str, transport: str
 ) -> None:
-    """PUT and DELETE of a data item broadcast on the system channel data:<group>:<key>."""
+    """PUT and DELETE of a data item broadcast on the system channel data:<group>:<key>,
+    and on data:<key>:<group>, the name the official JS SDK listens on."""
     system = channel(ORG, "data:cats:tom", system=True)
+    js_sdk = channel(ORG, "data:tom:cats", system=True)
     client = await net.connect(transport, token)
-    assert await subscribe(client, [system]) == [system]
+    assert await subscribe(client, [system, js_sdk]) == [system, js_sdk]
     for value in ({"age": 1}, {"age": 2}):
         assert (await http.call("PUT", "/api/data/cats/tom", value, token=token)).code == 200
     assert (await http.call("DELETE", "/api/data/cats/tom", token=token)).code == 200
-    announced = [await next_broadcast(client) for _ in range(3)]
+    announced = [await next_broadcast(client) for _ in range(6)]
     assert [(m["name"], m["channel"]) for m in announced] == [
-        ("create", system), ("update", system), ("delete", system)]
-    assert [m["payload"] for m in announced] == [
+        (event, name) for event in ("create", "update", "delete") for name in (system, js_sdk)]
+    assert [m["payload"] for m in announced[::2]] == [
         {"group": "cats", "key": "tom", "value": {"age": 1}},
         {"group": "cats", "key": "tom", "value": {"age": 2}},
         {"group": "cats", "key": "tom", "value": {"age": 2}},
     ]
+    assert announced[1::2] == [dict(m, channel=js_sdk, id=n["id"])
+                               for m, n in zip(announced[::2], announced[1::2], strict=True)]
     await assert_served(client)
 
 

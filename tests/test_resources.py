@@ -228,19 +228,34 @@ async def test_find_matches_numbers_and_bools(http: Http, token: str) -> None:
 
 
 @pytest_twisted.ensureDeferred
+async def test_created_resources_have_the_hosted_defaults(http: Http, token: str) -> None:
+    """Created with no name, a resource has name ""; a location has zones []; what is
+    given is kept."""
+    for collection in ("devices", "things", "experiences", "locations", "connectors/feeds"):
+        made = await create(http, token, collection, {})
+        assert made["name"] == "" and made["uuid"], made
+        stored = await http.call("GET", f"/api/{collection}/{made['uuid']}", token=token)
+        assert stored.json == made
+    location = await create(http, token, "locations", {})
+    assert location["zones"] == []
+    kept = await create(http, token, "locations", {"name": "hall", "zones": [{"key": "a"}]})
+    assert (kept["name"], kept["zones"]) == ("hall", [{"key": "a"}])
+
+
+@pytest_twisted.ensureDeferred
 async def test_find_sorts_ascending_descending_missing_last(http: Http, token: str) -> None:
     """sort=field sorts ascending, sort=-field descending; documents without it go last."""
     for name, rank in (("bravo", 10), ("alpha", 2), ("charlie", 33)):
-        await create(http, token, "experiences", {"batch": "s", "name": name, "rank": rank})
+        await create(http, token, "experiences", {"batch": "s", "label": name, "rank": rank})
     await create(http, token, "experiences", {"batch": "s"})
 
     async def names(sort: str) -> list[Any]:
         found = await find(http, token, "experiences", batch="s", sort=sort)
         assert found["total"] == 4
-        return [d.get("name") for d in found["results"]]
+        return [d.get("label") for d in found["results"]]
 
-    assert await names("name") == ["alpha", "bravo", "charlie", None]
-    assert await names("-name") == ["charlie", "bravo", "alpha", None]
+    assert await names("label") == ["alpha", "bravo", "charlie", None]
+    assert await names("-label") == ["charlie", "bravo", "alpha", None]
     assert await names("rank") == ["alpha", "bravo", "charlie", None]
     assert await names("-rank") == ["charlie", "bravo", "alpha", None]
 
@@ -296,8 +311,18 @@ async def test_find_limit_zero_counts_without_results(http: Http, token: str) ->
     assert await find(http, token, "locations", limit="0") == {"results": [], "total": 2}
 
 
+@pytest.mark.parametrize("unset", ["", "undefined", "null", " "])
+@pytest_twisted.ensureDeferred
+async def test_unset_paging_is_not_given(http: Http, token: str, unset: str) -> None:
+    """limit and skip of "", "undefined" or "null" (unset JavaScript values) are not given."""
+    everything = await http.call("GET", "/api/things", token=token)
+    answer = await http.call("GET", "/api/things", token=token,
+                             params={"limit": unset, "skip": unset})
+    assert (answer.code, answer.json) == (200, everything.json)
+
+
 @pytest.mark.parametrize("params", [
-    {"limit": "abc"}, {"limit": "-1"}, {"limit": "1.5"}, {"limit": ""},
+    {"limit": "abc"}, {"limit": "-1"}, {"limit": "1.5"}, {"limit": "none"},
     {"skip": "x"}, {"skip": "-3"}, {"sort": ""}, {"sort": "-"},
 ])
 @pytest_twisted.ensureDeferred
@@ -446,11 +471,12 @@ async def test_data_value_is_any_json(http: Http, token: str, value: Any) -> Non
 
 
 @pytest_twisted.ensureDeferred
-async def test_data_put_without_body_is_400(http: Http, token: str) -> None:
-    """A PUT with no body has no value: 400, and nothing is stored."""
+async def test_data_put_without_body_stores_an_empty_object(http: Http, token: str) -> None:
+    """A PUT with no body (the JS SDK's createData(group, key)) stores the value {}."""
     answer = await http.call("PUT", "/api/data/g/empty", raw=b"", token=token)
-    assert_error(answer, 400, "request.bodyRequired")
-    assert (await http.call("GET", "/api/data/g/empty", token=token)).code == 404
+    assert (answer.code, answer.json) == (200, {"group": "g", "key": "empty", "value": {}})
+    answer = await http.call("GET", "/api/data/g/empty", token=token)
+    assert answer.json == {"group": "g", "key": "empty", "value": {}}
 
 
 @pytest_twisted.ensureDeferred

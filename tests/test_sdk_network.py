@@ -155,11 +155,12 @@ async def test_unconfirmed_listen_is_a_network_error(sdk: Services, site: Watche
 
 
 @pytest_twisted.ensureDeferred
-async def test_listen_without_network_is_a_runtime_error(sdk: Services) -> None:
-    """With enable_network=False, listen raises exp.RuntimeError (broadcast still works)."""
+async def test_listen_without_network_is_a_network_error(sdk: Services) -> None:
+    """With enable_network=False, listen raises exp.NetworkError, as 1.0.x scripts expect
+    (broadcast still works)."""
     service = await sdk.user(enable_network=False)
     channel = service.get_channel("quiet")
-    with pytest.raises(RuntimeError, match="enable_network"):
+    with pytest.raises(NetworkError, match="enable_network"):
         await within(channel.listen("x"))
     assert await within(channel.broadcast("x", 1)) == []
 

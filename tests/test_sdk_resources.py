@@ -114,6 +114,23 @@ async def test_getters_answer_none_for_missing_uuid(user: ExpService, kind: str)
 
 @pytest.mark.parametrize("kind", list(KINDS))
 @pytest_twisted.ensureDeferred
+async def test_getters_and_creators_without_arguments(user: ExpService, kind: str) -> None:
+    """As in 1.0.x scripts: get_*() is None; create_*() and create_*(None) create from {},
+    with the server's defaults (uuid, name "")."""
+    get, _, create, delete = calls(user, kind)
+    assert await within(get()) is None
+    for made in (await within(create()), await within(create(None))):
+        assert isinstance(made, KINDS[kind][0])
+        assert made.uuid and made.name == ""
+        await within(delete(made.uuid))
+    if kind == "location":
+        location = await within(create())
+        assert location.document["zones"] == [] and location.get_zones() == []
+    assert await within(user.get_data()) is None
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+@pytest_twisted.ensureDeferred
 async def test_create_needs_a_dict(user: ExpService, kind: str) -> None:
     """create_* of something other than a dict raises exp.RuntimeError."""
     create = calls(user, kind)[2]
@@ -515,11 +532,16 @@ async def test_data_keys_with_odd_characters(user: ExpService) -> None:
 @pytest.mark.parametrize(("key", "group"), [("", "g"), ("k", ""), (None, "g"), ("k", 5)])
 @pytest_twisted.ensureDeferred
 async def test_bad_data_key_or_group(user: ExpService, key: Any, group: Any) -> None:
-    """An empty or non-string key or group raises exp.RuntimeError."""
-    for call in (lambda: user.get_data(key, group), lambda: user.create_data(key, group, 1),
-                 lambda: user.delete_data(key, group)):
+    """An empty or non-string key or group raises exp.RuntimeError on writes; the getter
+    answers None for a missing one, as getters do."""
+    for call in (lambda: user.create_data(key, group, 1), lambda: user.delete_data(key, group)):
         with pytest.raises(RuntimeError):
             await within(call())
+    if key in (None, "") or group == "":
+        assert await within(user.get_data(key, group)) is None
+    else:
+        with pytest.raises(RuntimeError):
+            await within(user.get_data(key, group))
 
 
 # -- content ------------------------------------------------------------------------------
@@ -529,10 +551,10 @@ async def test_bad_data_key_or_group(user: ExpService, key: Any, group: Any) -> 
 async def test_find_and_get_content(user: ExpService) -> None:
     """find_content lists the tree (dict or keywords); get_content gets one, None if unknown."""
     everything = await within(user.find_content())
-    assert everything.total == 7
+    assert everything.total == 9
     assert all(isinstance(c, Content) for c in everything)
     files = await within(user.find_content({"subtype": "scala:content:file"}))
-    assert sorted(c.name for c in files) == ["hello.html", "logo.png", "welcome.txt"]
+    assert sorted(c.name for c in files) == ["logo.png", "star.png", "welcome.txt"]
     assert [c.name for c in await within(user.find_content(name="homepage"))] == ["homepage"]
     root = await within(user.get_content("root"))
     assert root is not None and root.subtype == "scala:content:folder"
@@ -553,7 +575,7 @@ async def test_content_children(user: ExpService) -> None:
     assert [c.name for c in await within(root.get_children(name="images"))] == ["images"]
     images = await within(user.get_content(IMAGES))
     assert images is not None
-    assert [c.uuid for c in await within(images.get_children())] == [LOGO]
+    assert sorted(c.name for c in await within(images.get_children())) == ["icons", "logo.png"]
     logo = await within(user.get_content(LOGO))
     assert logo is not None
     assert list(await within(logo.get_children())) == []
@@ -576,6 +598,18 @@ async def test_content_urls_deliver_the_files(user: ExpService) -> None:
     assert homepage.get_url() == "https://www.goexp.io/"
     root = await within(user.get_content("root"))
     assert root is not None and root.get_url() is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_content_app_url_delivers_its_index(user: ExpService) -> None:
+    """An app's get_url is its index.html, delivered; its own files are under its path."""
+    [app] = await within(user.find_content(subtype="scala:content:app"))
+    assert (app.name, app.document["path"]) == ("hello", "/apps/hello")
+    url = app.get_url()
+    assert url is not None and "/api/delivery/apps/hello/index.html?" in url
+    assert await fetch(url) == (200, demo_bytes("content", "apps", "hello", "index.html"))
+    script = url.replace("/index.html?", "/app.js?")
+    assert await fetch(script) == (200, demo_bytes("content", "apps", "hello", "app.js"))
 
 
 @pytest_twisted.ensureDeferred
@@ -613,7 +647,7 @@ async def test_consumer_app_reads_but_cannot_write(sdk: Services) -> None:
     device = await within(app.get_device(DEMO["device_uuid"]))
     assert device is not None and "secret" not in device.document
     assert (await within(app.get_data("fluffy", "cats"))).value == {"age": 3}
-    assert (await within(app.find_content())).total == 7
+    assert (await within(app.find_content())).total == 9
     for call in (lambda: app.create_thing({"name": "x"}),
                  lambda: app.create_data("k", "g", 1),
                  lambda: device.save(),

@@ -340,7 +340,6 @@ async def test_bad_login_tokens_are_refused(server: RunningServer, http: Http) -
         "tampered expiry": tampered(expired, exp=now + 3600),
         "tampered uuid": tampered(good, uuid="other-device"),
         "tampered type": tampered(good, type="consumerApp"),
-        "tampered into pairing": tampered(device_token("_", "_"), allowPairing=True),
         "alg none device": unsigned(device),
         "alg none, signature kept": unsigned(device, signature=signature_of(good)),
         "alg None device": unsigned(device, "None"),
@@ -351,7 +350,7 @@ async def test_bad_login_tokens_are_refused(server: RunningServer, http: Http) -
         "another secret": device_token(uuid, "not-the-secret"),
         "another api key": consumer_app_token(DEMO["consumer_uuid"], "not-the-api-key"),
         "empty secret": signed(device, ""),
-        "pairing signed with another secret": sign(pairing, "not-underscore"),
+        "expired pairing": sign(pairing | {"exp": now - 10}, "_"),
         "deleted device": device_token(deleted_uuid, deleted_secret),
         "a server token": auth["token"],
         "a restricted token": auth["restrictedToken"],
@@ -362,6 +361,13 @@ async def test_bad_login_tokens_are_refused(server: RunningServer, http: Http) -
         if problem is not None:
             misses.append((what, problem))
     assert_none(misses)
+    # A pairing login need not verify: whatever it is signed with, it gets an unpaired
+    # identity, which may do nothing but wait to be paired.
+    for unverified in (tampered(device_token("_", "_"), allowPairing=True),
+                       sign(pairing, "not-underscore"),
+                       tampered(good, allowPairing=True)):
+        auth = await http.login(token=unverified)
+        assert (auth["identity"]["paired"], auth["identity"]["organization"]) == (False, "")
 
 
 @pytest_twisted.ensureDeferred
@@ -387,14 +393,57 @@ async def test_deleted_devices_session_is_closed(server: RunningServer, http: Ht
 
 @pytest_twisted.ensureDeferred
 async def test_recreated_device_logs_in_again(server: RunningServer, http: Http) -> None:
-    """A device deleted and created again under its uuid works with its new credentials."""
-    _, uuid, _ = await deleted_device(http)
+    """A device deleted and created again under its uuid works with its new credentials,
+    and its tokens from before the deletion stay refused, even with the same secret."""
+    old, uuid, secret = await deleted_device(http)
     admin = (await user_auth(http))["token"]
-    again = await http.call("POST", "/api/devices", {"uuid": uuid, "secret": "new-secret"},
-                            token=admin)
-    assert again.json["uuid"] == uuid
-    fresh = await http.login(token=device_token(uuid, "new-secret"))
-    assert (await http.call("GET", "/api/devices", token=fresh["token"])).code == 200
+    for new_secret in ("new-secret", secret):
+        again = await http.call("POST", "/api/devices", {"uuid": uuid, "secret": new_secret},
+                                token=admin)
+        assert again.json["uuid"] == uuid
+        fresh = await http.login(token=device_token(uuid, new_secret))
+        assert (await http.call("GET", "/api/devices", token=fresh["token"])).code == 200
+        for token in (old["token"], old["restrictedToken"]):
+            assert refusal(await http.call("GET", "/api/devices", token=token), 401) is None
+        refreshed = await http.call("POST", "/api/auth/token", token=old["token"])
+        assert refusal(refreshed, 401) is None, refreshed
+        if new_secret == "new-secret":
+            gone = await http.call("DELETE", f"/api/devices/{uuid}", token=admin)
+            assert gone.code == 200
+
+
+@pytest_twisted.ensureDeferred
+async def test_tokens_die_with_a_changed_secret(server: RunningServer, http: Http) -> None:
+    """After a device's secret changes, its tokens are refused on REST, on refresh and on
+    the network handshake, and its open sessions end; the new secret logs in."""
+    admin = (await user_auth(http))["token"]
+    made = await http.call("POST", "/api/devices", {"name": "rotated"}, token=admin)
+    uuid, secret = made.json["uuid"], made.json["secret"]
+    old = await http.login(token=device_token(uuid, secret))
+    net = Clients(server.url)
+    try:
+        client = await net.connect("websocket", old["token"])
+        patched = await http.call("PATCH", f"/api/devices/{uuid}", {"secret": "rotated-secret"},
+                                  token=admin)
+        assert patched.code == 200, patched
+        await guard(client.wait_closed())
+        for method, path in (("GET", "/api/devices"), ("POST", "/api/auth/token")):
+            answer = await http.call(method, path, token=old["token"])
+            assert refusal(answer, 401) is None, (path, answer)
+        assert_none(await refusals_on_handshakes(net, {"old token": old["token"]}))
+        assert refusal(await http.call("POST", "/api/auth/login",
+                                       {"token": device_token(uuid, secret)}), 401) is None
+        fresh = await http.login(token=device_token(uuid, "rotated-secret"))
+        assert (await http.call("GET", "/api/devices", token=fresh["token"])).code == 200
+        # The same secret again, or the whole document saved back, revokes nothing.
+        same = await http.call("PATCH", f"/api/devices/{uuid}",
+                               {**patched.json, "name": "renamed"}, token=admin)
+        assert same.code == 200
+        assert (await http.call("GET", "/api/devices", token=fresh["token"])).code == 200
+        bad = await http.call("PATCH", f"/api/devices/{uuid}", {"secret": ""}, token=admin)
+        assert refusal(bad, 400) is None, bad
+    finally:
+        await net.close()
 
 
 @pytest_twisted.ensureDeferred
@@ -821,19 +870,19 @@ async def test_password_check_is_constant_time(
     assert [len(b) for _, b in spy.calls] == [len(stored)]  # the dummy hash, as long
 
 
-@pytest.mark.parametrize("kind", ["device", "consumer", "pairing", "server token"])
+@pytest.mark.parametrize("kind", ["device", "consumer", "server token"])
 @pytest_twisted.ensureDeferred
 async def test_token_signatures_are_checked_in_constant_time(
         http: Http, spy: CompareSpy, kind: str) -> None:
-    """Device, consumer app, pairing and server tokens: signatures compared by compare_digest."""
+    """Device, consumer app and server tokens: signatures compared by compare_digest.
+    (A pairing login's signature is not checked: it grants nothing.)"""
     if kind == "server token":
         token = (await user_auth(http))["token"]
         spy.calls.clear()
         assert (await http.call("GET", "/api/devices", token=token)).code == 200
     else:
         token = {"device": device_token(DEMO["device_uuid"], DEMO["device_secret"]),
-                 "consumer": consumer_app_token(DEMO["consumer_uuid"], DEMO["api_key"]),
-                 "pairing": device_token("_", "_", allow_pairing=True)}[kind]
+                 "consumer": consumer_app_token(DEMO["consumer_uuid"], DEMO["api_key"])}[kind]
         await http.login(token=token)
     assert spy.compared(unb64url(signature_of(token)))
 

@@ -75,15 +75,18 @@ def unverified_claims(token: object) -> dict[str, Any]:
     """
     The claims of C{token} before its signature is checked (to find the key).
 
-    @raise InvalidToken: if the token cannot be parsed.
+    @raise InvalidToken: if the token cannot be parsed or is not signed
+        with HS256 (so could never be verified).
     """
     if not isinstance(token, str) or not token.isascii():
         raise InvalidToken("a token is an ASCII string")
     try:
-        payload = _jws.decode(token, options={"verify_signature": False})
+        decoded = _jws.decode_complete(token, options={"verify_signature": False})
     except jwt.PyJWTError as e:
         raise InvalidToken(str(e)) from None
-    return _claims(payload)
+    if decoded["header"].get("alg") != ALGORITHM:
+        raise InvalidToken(f"a token is signed with {ALGORITHM}")
+    return _claims(decoded["payload"])
 
 
 def verify(token: object, key: str | bytes, now: float | None = None) -> dict[str, Any]:

@@ -3,8 +3,10 @@ The content tree of an organization: a folder on disk (PROTOCOL.md Part B).
 
 Folders are C{scala:content:folder} items, files C{scala:content:file}
 items, C{*.url} files C{scala:content:url} items, and sibling files named
-C{<stem>.<variant>.<ext>} are the variants of C{<stem>.<ext>}.  The root
-folder is the item with uuid C{root}.  Item uuids are derived from their
+C{<stem>.<variant>.<ext>} are the variants of C{<stem>.<ext>}.  A folder
+that holds a C{manifest.json} is an app, C{scala:content:app}: one item,
+delivered at C{<path>/index.html} with its own files under C{<path>/}.
+The root folder is the item with uuid C{root}.  Item uuids are derived from their
 paths, so they stay the same across scans and restarts.
 """
 
@@ -16,6 +18,9 @@ import uuid as uuidlib
 from typing import Any
 
 FOLDER, FILE, URL = "scala:content:folder", "scala:content:file", "scala:content:url"
+APP = "scala:content:app"
+#: The file that makes a folder an app.
+APP_MANIFEST = "manifest.json"
 ROOT_UUID = "root"
 _NAMESPACE = uuidlib.UUID("6f1c3a52-3c0e-4e4e-9f2b-8d7f1e1e0c11")
 
@@ -75,6 +80,9 @@ def scan(root: str) -> list[dict[str, Any]]:
             child = f"{path.rstrip('/')}/{name}"
             common = {"uuid": item_uuid(child), "path": child, "parent": item_uuid(path)}
             if os.path.isdir(full) and not os.path.islink(full):
+                if servable(os.path.join(full, APP_MANIFEST)):
+                    items.append(dict(common, name=name, subtype=APP, variants=[]))
+                    continue
                 items.append(dict(common, name=name, subtype=FOLDER, variants=[]))
                 walk(full, child)
             elif servable(full):

@@ -15,6 +15,11 @@ import attrs
 #: Query parameters that are not document fields.
 RESERVED = frozenset({"limit", "skip", "sort"})
 
+#: A numeric parameter with one of these values is not given: unset
+#: JavaScript values reach query strings as text (C{?timeout=undefined},
+#: PROTOCOL.md A7).
+UNSET = frozenset({"", "undefined", "null"})
+
 
 class InvalidQuery(ValueError):
     """A query parameter with a value it cannot have."""
@@ -72,7 +77,7 @@ class Query:
 
 def _count(params: Mapping[str, Sequence[str]], name: str) -> int | None:
     values = params.get(name)
-    if not values:
+    if not values or values[-1].strip() in UNSET:
         return None
     try:
         value = int(values[-1])

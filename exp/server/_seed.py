@@ -65,6 +65,19 @@ def _stable_uuid(org: str, collection: str, document: dict[str, Any]) -> str:
     return str(uuidlib.uuid5(_NAMESPACE, f"{org}/{collection}/{canonical}"))
 
 
+def resource_defaults(collection: str, document: dict[str, Any]) -> dict[str, Any]:
+    """
+    Give C{document}, a new device, thing, experience, location or feed,
+    the fields the hosted EXP fills in and the official clients rely on
+    (PROTOCOL.md A7): C{name} (C{""} when none) and a location's C{zones}
+    (C{[]}).  Returns C{document}, changed in place.
+    """
+    document.setdefault("name", "")
+    if collection == "locations":
+        document.setdefault("zones", [])
+    return document
+
+
 def load_seed(path: str) -> list[Organization]:
     """
     Read and check a seed file.
@@ -108,6 +121,7 @@ def _parse(raw: Any, base: str) -> list[Organization]:
         devices = _objects(org, "devices", where)
         for device in devices:
             _require_strings(device, ("uuid", "secret"), f"{where}: a device")
+            resource_defaults("devices", device)
         apps = _objects(org, "consumerApps", where)
         for app in apps:
             _require_strings(app, ("uuid", "apiKey"), f"{where}: a consumer app")
@@ -121,6 +135,7 @@ def _parse(raw: Any, base: str) -> list[Organization]:
                     raise SeedError(f"{where}: a uuid in {collection} must be a string")
                 layout = document.pop("layout", None) if collection == "locations" else None
                 document.setdefault("uuid", _stable_uuid(name, collection, document))
+                resource_defaults(collection, document)
                 if layout is not None:
                     if not isinstance(layout, str):
                         raise SeedError(f"{where}: a location's layout is an image file path")

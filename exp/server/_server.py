@@ -10,23 +10,26 @@ import json
 import math
 import re
 import secrets
-import time
 import uuid as uuidlib
 from importlib import resources as importlib_resources
-from typing import Any, TypeVar
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import attrs
 from treq.client import HTTPClient
-from twisted.internet.defer import Deferred
-from twisted.internet.task import LoopingCall
 from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 from twisted.web import http, resource, server, static
 from twisted.web.client import Agent, HTTPConnectionPool
-from zope.interface import implementer
 
-from exp.protocol import ChannelId, InvalidChannelId, InvalidToken, unverified_claims, verify
+from exp.protocol import (
+    ChannelId,
+    InvalidChannelId,
+    InvalidToken,
+    to_seconds,
+    unverified_claims,
+    verify,
+)
 from exp.server import _content, _feeds
 from exp.server._auth import (
     CONSUMER_APP,
@@ -40,14 +43,22 @@ from exp.server._auth import (
     hash_password,
     new_secret,
     pairing_code,
+    same_secret,
 )
 from exp.server._cors import ANY as ANY_ORIGIN
 from exp.server._cors import CORS, normalize_origins
-from exp.server._hub import IHub, ISubscriber, LocalHub, Message
+from exp.server._hub import IHub, LocalHub
 from exp.server._network import EngineIOResource, Network
-from exp.server._query import InvalidQuery, Query
-from exp.server._seed import Organization, apply_seed, data_uuid, user_uuid
-from exp.server._storage import Document, IStorage, SQLiteStorage, dumps
+from exp.server._query import UNSET, InvalidQuery, Query
+from exp.server._revocation import Key, Revocations, key_of
+from exp.server._seed import (
+    Organization,
+    apply_seed,
+    data_uuid,
+    resource_defaults,
+    user_uuid,
+)
+from exp.server._storage import Document, IStorage, SQLiteStorage
 from exp.server._web import (
     ApiRequest,
     Delegate,
@@ -68,7 +79,11 @@ RESOURCE_PATHS = {
     "locations": "locations",
     "connectors/feeds": "feeds",
 }
-_PAIRING_SECRET = "_"
+#: The uuid of a device login that has none (it asks to pair).
+_NO_UUID = "_"
+#: The furthest ahead (seconds) a login token's C{exp} may be: the official
+#: JS SDK signs C{iat + 24 h}; five minutes more for clocks that disagree.
+LOGIN_TOKEN_HORIZON = 86400.0 + 300.0
 #: A layout's media type: C{image/} and a subtype (RFC 6838), lowercased.
 _IMAGE_TYPE = re.compile(r"image/[a-z0-9][a-z0-9!#$&^_.+-]{0,126}")
 #: Checked against when a user is unknown, so that answers take as long.
@@ -116,6 +131,21 @@ def _public_item(document: Document) -> Document:
     return {"group": document["group"], "key": document["key"], "value": document["value"]}
 
 
+def _referring_token(req: ApiRequest) -> str | None:
+    """
+    The C{_rt} of the delivery URL that refers to C{req}: an app's
+    C{index.html} loads its own files by relative URLs, which carry no token.
+    """
+    referer = req.header("referer")
+    if not referer:
+        return None
+    parts = urlsplit(referer)
+    if not parts.path.startswith("/api/delivery/"):
+        return None
+    values = parse_qs(parts.query).get("_rt")
+    return values[-1] if values else None
+
+
 def make_storage(db: str, reactor: Any = None) -> IStorage:
     """The storage of C{db}: a C{postgresql://} URL, or else a SQLite file."""
     if db.startswith(("postgresql://", "postgres://")):
@@ -132,52 +162,6 @@ def make_hub(redis: str | None, reactor: Any) -> IHub:
 
         return RedisHub(reactor, redis)
     return LocalHub(reactor)
-
-
-T = TypeVar("T")
-
-#: Seconds between two readings of the stored device deletions.
-DELETED_DEVICES_RELOAD = 30.0
-
-
-def _uncancellable(d: Deferred[T]) -> Deferred[T]:
-    """What C{d} gives, in a Deferred whose cancellation leaves C{d} running."""
-    shield: Deferred[T] = Deferred()
-
-    def passed(result: Any) -> None:
-        if not shield.called:
-            if isinstance(result, Failure):
-                shield.errback(result)
-            else:
-                shield.callback(result)
-
-    d.addBoth(passed)
-    return shield
-
-
-def _device_key(organization: str, uuid: str) -> str:
-    return dumps([organization, uuid])
-
-
-#: The hub channel between the processes of one server; no client
-#: channel id looks like it.
-SERVER_CHANNEL = "exp:server"
-
-
-@implementer(ISubscriber)
-class _ServerEvents:
-    """What the processes of one server tell each other through the hub."""
-
-    def __init__(self, server: ExpServer) -> None:
-        self._server = server
-
-    def deliver(self, message: Message) -> None:
-        name, payload = message.body["name"], message.body["payload"]
-        key = (payload["organization"], payload["uuid"])
-        if name == "deviceDeleted":
-            self._server._forget_device(*key, payload["until"])
-        elif name == "deviceCreated":
-            self._server._deleted_devices.pop(key, None)
 
 
 class ExpServer:
@@ -204,13 +188,8 @@ class ExpServer:
         self._pool = HTTPConnectionPool(reactor, persistent=True)
         self.http = HTTPClient(Agent(reactor, pool=self._pool))
         self.tokens: TokenIssuer | None = None
-        #: Devices deleted through the API, by (organization, uuid): their
-        #: tokens are refused until the last one issued before has expired.
-        #: Kept in storage too, and told to the other processes by the hub.
-        self._deleted_devices: dict[tuple[str, str], float] = {}
-        self._server_events = _ServerEvents(self)
-        self._reload = LoopingCall(self._reload_deleted_devices)
-        self._reload.clock = reactor
+        self.revocations = Revocations(storage, self.hub, reactor, self.config.token_lifetime,
+                                       self._revoked)
         self.router = Router()
         self._add_routes()
         self.network = Network(
@@ -225,19 +204,13 @@ class ExpServer:
         key = await self.storage.setting("signingKey", lambda: secrets.token_urlsafe(48))
         self.tokens = TokenIssuer(key, self.config.token_lifetime)
         await apply_seed(self.storage, self._seed)
-        # Subscribed before loading: no deletion falls between the two.
-        self.hub.subscribe(SERVER_CHANNEL, self._server_events)
         await self.hub.open(await self.storage.setting("deployment", lambda: uuidlib.uuid4().hex))
-        await self._load_deleted_devices()
-        # Also read now and then: the hub's messages may miss some.
-        self._reload.start(DELETED_DEVICES_RELOAD, now=False)
+        await self.revocations.start()
 
     async def stop(self) -> None:
         """Close outgoing connections, the hub and the storage."""
-        if self._reload.running:
-            self._reload.stop()
+        self.revocations.stop()
         self.network.close_all()
-        self.hub.unsubscribe_all(self._server_events)
         await self.hub.close()
         await self._pool.closeCachedConnections()
         await self.storage.close()
@@ -269,73 +242,19 @@ class ExpServer:
     def _identify_token(self, token: str) -> Identity:
         if self.tokens is None:
             raise InvalidToken("the server is starting")
-        return self._existing(self.tokens.identify(token))
+        return self.revocations.check(self.tokens.identify(token))
 
-    def _existing(self, identity: Identity) -> Identity:
-        """
-        C{identity}, unless it is a device deleted since its token was issued.
+    def _issue(self, identity: Identity, req: ApiRequest) -> dict[str, Any]:
+        """An auth payload for C{identity}, bound to its current credential."""
+        credential = self.revocations.credential(key_of(identity))
+        return self._issuer().issue(attrs.evolve(identity, credential=credential),
+                                    self._public_url(req))
 
-        @raise InvalidToken: if it is.
-        """
-        if identity.type == DEVICE and self._deleted_devices:
-            key = (identity.organization, identity.uuid)
-            until = self._deleted_devices.get(key)
-            if until is not None and until > time.time():
-                raise InvalidToken("its device has been deleted")
-        return identity
-
-    async def _device_deleted(self, organization: str, uuid: str) -> None:
-        """
-        Refuse the tokens of a deleted device, in every process and after
-        restarts, until the last one issued before has expired.
-        """
-        key = _device_key(organization, uuid)
-        until = time.time() + self.config.token_lifetime + 1
-        # At once in this process (the hub delivers here synchronously) and
-        # soon in the others; then for processes started later.  A client
-        # leaving does not stop it half-way.
-        self.hub.notify(SERVER_CHANNEL, "deviceDeleted",
-                        {"organization": organization, "uuid": uuid, "until": until})
-        record = {"uuid": key, "organization": organization, "device": uuid, "until": until}
-        await _uncancellable(self.storage.put(NO_ORGANIZATION, "deletedDevices", key, record))
-
-    async def _device_created(self, organization: str, uuid: str) -> None:
-        """A device of a deleted one's uuid has its own tokens: accept them."""
-        def created(record: Document | None) -> None:
-            if record is not None:
-                self.hub.notify(SERVER_CHANNEL, "deviceCreated",
-                                {"organization": organization, "uuid": uuid})
-
-        removed = self.storage.delete(NO_ORGANIZATION, "deletedDevices",
-                                      _device_key(organization, uuid))
-        await _uncancellable(removed.addCallback(created))
-
-    def _forget_device(self, organization: str, uuid: str, until: float) -> None:
-        """Refuse the tokens of a deleted device and end its network sessions."""
-        now = time.time()
-        self._deleted_devices = {k: v for k, v in self._deleted_devices.items() if v > now}
-        self._deleted_devices[(organization, uuid)] = until
+    def _revoked(self, whose: Key) -> None:
+        """End the network sessions of an identity whose credentials changed."""
         for session in list(self.network.sessions.values()):
-            who = session.identity
-            if (who.type, who.organization, who.uuid) == (DEVICE, organization, uuid):
+            if key_of(session.identity) == whose:
                 session.close()
-
-    async def _load_deleted_devices(self) -> None:
-        """Add the stored deletions this process has not heard of."""
-        records, _ = await self.storage.find(NO_ORGANIZATION, "deletedDevices", Query())
-        now = time.time()
-        for record in records:
-            device = (record["organization"], record["device"])
-            if record["until"] <= now:
-                await self.storage.delete(NO_ORGANIZATION, "deletedDevices", record["uuid"])
-            elif device not in self._deleted_devices:
-                self._forget_device(*device, record["until"])
-
-    async def _reload_deleted_devices(self) -> None:
-        try:
-            await self._load_deleted_devices()
-        except Exception:
-            self._log.failure("could not read the deleted devices")
 
     def _public_url(self, req: ApiRequest) -> str:
         if self.config.public_url:
@@ -356,11 +275,11 @@ class ExpServer:
                 raise _unauthorized("the Authorization header must be 'Bearer <token>'")
             token = value.strip()
         elif restricted_ok:
-            token = req.param("_rt")
+            token = req.param("_rt") or _referring_token(req)
         if not token:
             raise _unauthorized("this call needs a token", "auth.required")
         try:
-            identity = self._existing(self._issuer().identify(token))
+            identity = self.revocations.check(self._issuer().identify(token))
         except InvalidToken as e:
             raise _unauthorized(f"the token is not valid: {e}") from None
         if identity.restricted and not restricted_ok:
@@ -438,7 +357,7 @@ class ExpServer:
             identity = await self._token_login(body["token"])
         else:
             identity = await self._user_login(body)
-        return self._issuer().issue(identity, self._public_url(req))
+        return self._issue(identity, req)
 
     async def _user_login(self, body: Document) -> Identity:
         if body.get("type", USER) != USER:
@@ -462,13 +381,18 @@ class ExpServer:
             claims = unverified_claims(token)
         except InvalidToken as e:
             raise _unauthorized(f"the login token is not valid: {e}") from None
+        self._check_login_expiry(claims)
         kind, uuid = claims.get("type"), claims.get("uuid")
+        pairing = kind == DEVICE and claims.get("allowPairing") is True
+        if uuid is None and pairing:
+            uuid = _NO_UUID  # the JS SDK's pairing login names no uuid
         if kind not in (DEVICE, CONSUMER_APP) or not isinstance(uuid, str):
             raise _unauthorized("a login token names a type (device or consumerApp) and a uuid")
         collection, secret_field = (
             ("devices", "secret") if kind == DEVICE else ("consumerApps", "apiKey")
         )
-        candidates = [] if uuid == "_" else await self.storage.lookup(collection, uuid)
+        candidates = [] if uuid == _NO_UUID else await self.storage.lookup(
+            collection, uuid)
         for organization, document in candidates:
             secret = document.get(secret_field)
             if not isinstance(secret, str):
@@ -478,15 +402,32 @@ class ExpServer:
             except InvalidToken:
                 continue
             return Identity(kind, uuid, organization)
-        if kind == DEVICE and claims.get("allowPairing") is True:
-            try:
-                verify(token, _PAIRING_SECRET)
-            except InvalidToken:
-                pass
-            else:
-                return await self._pairing_identity()
+        if pairing:
+            # Credentials missing ("_"), wrong or deleted: the official
+            # clients sign with whatever secret they have, and expect to be
+            # let in unpaired.  An unpaired identity may do nothing but wait.
+            return await self._pairing_identity()
         raise _unauthorized("the login token's credentials are wrong or expired",
                             "auth.invalidCredentials")
+
+    def _check_login_expiry(self, claims: dict[str, Any]) -> None:
+        """
+        Refuse a login token without C{exp}, expired, or valid for longer
+        than L{LOGIN_TOKEN_HORIZON} from now (C{exp} in seconds or, from
+        older clients, milliseconds).
+        """
+        if "exp" not in claims:
+            raise _unauthorized("a login token needs an exp claim")
+        try:
+            expires = to_seconds(claims["exp"])
+        except InvalidToken as e:
+            raise _unauthorized(f"the login token is not valid: {e}") from None
+        now = self.reactor.seconds()
+        if expires <= now:
+            raise _unauthorized("the login token has expired", "auth.invalidCredentials")
+        if expires > now + LOGIN_TOKEN_HORIZON:
+            raise _unauthorized(
+                f"the login token's exp is more than {LOGIN_TOKEN_HORIZON:g} s ahead")
 
     async def _pairing_identity(self) -> Identity:
         identity_uuid = f"pairing-{secrets.token_hex(12)}"
@@ -516,7 +457,7 @@ class ExpServer:
             ) is not None
         if not exists:
             raise _unauthorized("the identity of this token no longer exists")
-        return self._issuer().issue(identity, self._public_url(req))
+        return self._issue(identity, req)
 
     async def _user_exists(self, identity: Identity) -> bool:
         user = await self.storage.get(
@@ -535,9 +476,9 @@ class ExpServer:
             raise HttpError(404, "pairing.notFound", "no device is waiting with that code")
         if not isinstance(body.get("secret"), str) or not body["secret"]:
             body["secret"] = new_secret()
-        device = await self.storage.insert(identity.organization, "devices", body)
+        device = await self.storage.insert(identity.organization, "devices",
+                                           resource_defaults("devices", body))
         assert device is not None
-        await self._device_created(identity.organization, device["uuid"])
         self.notify(identity.organization, device["uuid"], "create", device)
         self.notify(NO_ORGANIZATION, pairing["identity"], "paired",
                     {"uuid": device["uuid"], "secret": device["secret"]})
@@ -573,15 +514,13 @@ class ExpServer:
 
     async def create(self, req: ApiRequest, collection: str) -> Any:
         identity = self._writer(req)
-        document = req.document()
+        document = resource_defaults(collection, req.document())
         if collection == "devices" and (
             not isinstance(document.get("secret"), str) or not document["secret"]
         ):
             document["secret"] = new_secret()
         stored = await self.storage.insert(identity.organization, collection, document)
         assert stored is not None
-        if collection == "devices":
-            await self._device_created(identity.organization, stored["uuid"])
         self.notify(identity.organization, stored["uuid"], "create", stored)
         return stored
 
@@ -598,9 +537,17 @@ class ExpServer:
         uuid = req.match["uuid"]
         fields = req.document()
         fields.pop("uuid", None)
+        before = None
+        if collection == "devices" and "secret" in fields:
+            if not isinstance(fields["secret"], str) or not fields["secret"]:
+                raise bad_request("device.invalidSecret", "a device's secret is a non-empty string")
+            before = await self.storage.get(identity.organization, collection, uuid)
         document = await self.storage.update(identity.organization, collection, uuid, fields)
         if document is None:
             raise _not_found(f"{collection[:-1]} {uuid}")
+        if before is not None and not same_secret(str(before.get("secret")), fields["secret"]):
+            # Tokens signed in with the old secret die with it.
+            await self.revocations.revoke((DEVICE, identity.organization, uuid))
         self.notify(identity.organization, uuid, "update", document)
         return document
 
@@ -612,7 +559,7 @@ class ExpServer:
             raise _not_found(f"{collection[:-1]} {uuid}")
         self.notify(identity.organization, uuid, "delete", document)
         if collection == "devices":
-            await self._device_deleted(identity.organization, uuid)
+            await self.revocations.revoke((DEVICE, identity.organization, uuid))
         return None
 
     # -- locations and feeds --------------------------------------------------
@@ -670,8 +617,8 @@ class ExpServer:
         _, created = await self.storage.put(
             identity.organization, "data", data_uuid(group, key), dict(item)
         )
-        self.notify(identity.organization, f"data:{group}:{key}",
-                    "create" if created else "update", item)
+        self._notify_data(identity.organization, group, key,
+                          "create" if created else "update", item)
         return item
 
     async def delete_data(self, req: ApiRequest) -> Any:
@@ -680,8 +627,17 @@ class ExpServer:
         item = await self.storage.delete(identity.organization, "data", data_uuid(group, key))
         if item is None:
             raise _not_found(f"data item {group}/{key}")
-        self.notify(identity.organization, f"data:{group}:{key}", "delete", _public_item(item))
+        self._notify_data(identity.organization, group, key, "delete", _public_item(item))
         return None
+
+    def _notify_data(self, organization: str, group: str, key: str, event: str,
+                     item: Document) -> None:
+        """
+        Announce a change of a data item on its channel, C{data:<group>:<key>},
+        and on C{data:<key>:<group>}, the name the official JS SDK listens on.
+        """
+        for name in dict.fromkeys((f"data:{group}:{key}", f"data:{key}:{group}")):
+            self.notify(organization, name, event, item)
 
     # -- content --------------------------------------------------------------
 
@@ -743,7 +699,7 @@ class ExpServer:
         return await self.hub.broadcast(channel.encode(), name, body.get("payload"), timeout)
 
     def _timeout(self, raw: str | None) -> float:
-        if raw is None or raw == "":
+        if raw is None or raw.strip() in UNSET:
             return 0.0
         try:
             value = float(raw) / 1000.0

@@ -73,14 +73,16 @@ class ApiRequest:
 
     def json(self) -> Any:
         """
-        The decoded JSON body.
+        The decoded JSON body.  An empty body (or one of blanks) is C{{}}:
+        the official clients send none when the caller gives no document
+        (PROTOCOL.md A7).
 
-        @raise HttpError: 400 if the body is missing or not JSON.
+        @raise HttpError: 400 if the body is not JSON.
         """
         content = self.http.content
         raw = content.read() if content is not None else b""
         if not raw.strip():
-            raise bad_request("request.bodyRequired", "this request needs a JSON body")
+            return {}
         try:
             return strict_json(raw.decode("utf-8"))
         except (UnicodeDecodeError, ValueError) as e:

@@ -280,6 +280,8 @@ class Content(Resource):
         path = self.document.get("path")
         if self.subtype == "scala:content:folder" or not isinstance(path, str):
             return None
+        if self.subtype == "scala:content:app":
+            path = path.rstrip("/") + "/index.html"
         auth = self._service.auth
         query = {"_rt": auth.get("restrictedToken", "")}
         if variant is not None:
@@ -292,7 +294,10 @@ class Content(Resource):
                                ) from None
 
     def get_url(self) -> str | None:
-        """The delivery URL of a file or app; a URL item's own URL; C{None} for folders."""
+        """
+        The delivery URL of a file, or of an app's C{index.html}; a URL
+        item's own URL; C{None} for folders.
+        """
         return self._delivery()
 
     def has_variant(self, name: str) -> bool:

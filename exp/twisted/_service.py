@@ -274,7 +274,8 @@ class ExpService(MultiService):
 
     def _require_network(self) -> Network:
         if self._network is None:
-            raise RuntimeError("the network is disabled (enable_network=False)")
+            raise NetworkError("this instance was started with enable_network=False: "
+                               "it cannot listen or connect to the network")
         return self._network
 
     def _network_or_none_remove(self, listener: Listener) -> None:
@@ -349,7 +350,9 @@ class ExpService(MultiService):
             answer = {"results": [], "total": 0}
         return ResourceList([kind(self, d) for d in answer.get("results", [])], answer)
 
-    async def _create(self, kind: type[R], document: dict[str, Any]) -> R:
+    async def _create(self, kind: type[R], document: dict[str, Any] | None) -> R:
+        if document is None:
+            document = {}
         if not isinstance(document, dict):
             raise RuntimeError("a document is a dict")
         return kind(self, await self.post(kind.collection, document))
@@ -359,14 +362,14 @@ class ExpService(MultiService):
             raise RuntimeError("delete needs a uuid")
         await self.delete(f"{kind.collection}/{segment(uuid)}")
 
-    def get_device(self, uuid: str | None) -> Deferred[Device | None]:
+    def get_device(self, uuid: str | None = None) -> Deferred[Device | None]:
         return ensureDeferred(self._get_one(Device, uuid))
 
     def find_devices(self, params: dict[str, Any] | None = None,
                      **kwargs: Any) -> Deferred[ResourceList]:
         return ensureDeferred(self._find(Device, Device.collection, params, kwargs))
 
-    def create_device(self, document: dict[str, Any]) -> Deferred[Device]:
+    def create_device(self, document: dict[str, Any] | None = None) -> Deferred[Device]:
         return ensureDeferred(self._create(Device, document))
 
     def delete_device(self, uuid: str) -> Deferred[None]:
@@ -384,27 +387,27 @@ class ExpService(MultiService):
             return None
         return await self.get_device(identity.get("uuid"))
 
-    def get_thing(self, uuid: str | None) -> Deferred[Thing | None]:
+    def get_thing(self, uuid: str | None = None) -> Deferred[Thing | None]:
         return ensureDeferred(self._get_one(Thing, uuid))
 
     def find_things(self, params: dict[str, Any] | None = None,
                     **kwargs: Any) -> Deferred[ResourceList]:
         return ensureDeferred(self._find(Thing, Thing.collection, params, kwargs))
 
-    def create_thing(self, document: dict[str, Any]) -> Deferred[Thing]:
+    def create_thing(self, document: dict[str, Any] | None = None) -> Deferred[Thing]:
         return ensureDeferred(self._create(Thing, document))
 
     def delete_thing(self, uuid: str) -> Deferred[None]:
         return ensureDeferred(self._delete_one(Thing, uuid))
 
-    def get_experience(self, uuid: str | None) -> Deferred[Experience | None]:
+    def get_experience(self, uuid: str | None = None) -> Deferred[Experience | None]:
         return ensureDeferred(self._get_one(Experience, uuid))
 
     def find_experiences(self, params: dict[str, Any] | None = None,
                          **kwargs: Any) -> Deferred[ResourceList]:
         return ensureDeferred(self._find(Experience, Experience.collection, params, kwargs))
 
-    def create_experience(self, document: dict[str, Any]) -> Deferred[Experience]:
+    def create_experience(self, document: dict[str, Any] | None = None) -> Deferred[Experience]:
         return ensureDeferred(self._create(Experience, document))
 
     def delete_experience(self, uuid: str) -> Deferred[None]:
@@ -418,14 +421,14 @@ class ExpService(MultiService):
         device = await self.get_current_device()
         return None if device is None else await step(device)
 
-    def get_location(self, uuid: str | None) -> Deferred[Location | None]:
+    def get_location(self, uuid: str | None = None) -> Deferred[Location | None]:
         return ensureDeferred(self._get_one(Location, uuid))
 
     def find_locations(self, params: dict[str, Any] | None = None,
                        **kwargs: Any) -> Deferred[ResourceList]:
         return ensureDeferred(self._find(Location, Location.collection, params, kwargs))
 
-    def create_location(self, document: dict[str, Any]) -> Deferred[Location]:
+    def create_location(self, document: dict[str, Any] | None = None) -> Deferred[Location]:
         return ensureDeferred(self._create(Location, document))
 
     def delete_location(self, uuid: str) -> Deferred[None]:
@@ -443,30 +446,34 @@ class ExpService(MultiService):
         zones = await self._current(lambda d: d.get_zones())
         return zones or []
 
-    def get_feed(self, uuid: str | None) -> Deferred[Feed | None]:
+    def get_feed(self, uuid: str | None = None) -> Deferred[Feed | None]:
         return ensureDeferred(self._get_one(Feed, uuid))
 
     def find_feeds(self, params: dict[str, Any] | None = None,
                    **kwargs: Any) -> Deferred[ResourceList]:
         return ensureDeferred(self._find(Feed, Feed.collection, params, kwargs))
 
-    def create_feed(self, document: dict[str, Any]) -> Deferred[Feed]:
+    def create_feed(self, document: dict[str, Any] | None = None) -> Deferred[Feed]:
         return ensureDeferred(self._create(Feed, document))
 
     def delete_feed(self, uuid: str) -> Deferred[None]:
         return ensureDeferred(self._delete_one(Feed, uuid))
 
-    def get_content(self, uuid: str | None) -> Deferred[Content | None]:
+    def get_content(self, uuid: str | None = None) -> Deferred[Content | None]:
         return ensureDeferred(self._get_one(Content, uuid))
 
     def find_content(self, params: dict[str, Any] | None = None,
                      **kwargs: Any) -> Deferred[ResourceList]:
         return ensureDeferred(self._find(Content, Content.collection, params, kwargs))
 
-    def get_data(self, key: str, group: str = "default") -> Deferred[Data | None]:
+    def get_data(self, key: str | None = None, group: str = "default"
+                 ) -> Deferred[Data | None]:
+        """The data item C{group}/C{key}; C{None} if there is none (or no key or group)."""
         return ensureDeferred(self._get_data(key, group))
 
-    async def _get_data(self, key: str, group: str) -> Data | None:
+    async def _get_data(self, key: str | None, group: str) -> Data | None:
+        if key is None or key == "" or group == "":
+            return None
         _check_data_key(key, group)
         try:
             return Data(self, await self.get(data_path(group, key)))
