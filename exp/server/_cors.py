@@ -27,7 +27,7 @@ MAX_AGE = 600
 #: Allowed request headers when a preflight names none.
 DEFAULT_HEADERS = b"Accept, Authorization, Content-Type"
 
-_DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
+_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 def normalize_origin(value: str) -> str:
