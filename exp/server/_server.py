@@ -45,6 +45,8 @@ from exp.server._auth import (
     pairing_code,
     same_secret,
 )
+from exp.server._cors import ANY as ANY_ORIGIN
+from exp.server._cors import CORS, normalize_origins
 from exp.server._hub import IHub, LocalHub
 from exp.server._limits import Lockouts, TokenBuckets, too_many
 from exp.server._network import EngineIOResource, Network
@@ -103,6 +105,8 @@ class ServerConfig:
     @ivar feed_timeout: seconds for a whole feed fetch, body included.
     @ivar feed_max_bytes: the largest feed source, as received and as
         decompressed.
+    @ivar cors_origins: the origins whose web pages may call the API and
+        poll the network (C{"*"}: any; none: no cross-origin page).
     """
 
     public_url: str | None = None
@@ -133,6 +137,8 @@ class ServerConfig:
     feed_allow: Sequence[str] = ()
     feed_timeout: float = _feeds.FETCH_TIMEOUT
     feed_max_bytes: int = _feeds.MAX_FEED_BYTES
+    cors_origins: tuple[str, ...] = attrs.field(default=(ANY_ORIGIN,),
+                                                converter=normalize_origins)
 
 
 def _unauthorized(message: str, code: str = "auth.invalid") -> HttpError:
@@ -258,8 +264,10 @@ class ExpServer:
     def resource(self) -> resource.Resource:
         """The root of the server's web tree."""
         root = _Root()
-        root.putChild(b"api", self.router)
-        root.putChild(b"socket.io", EngineIOResource(self.network))
+        origins = self.config.cors_origins
+        methods = {method for method, _ in self.router.routes()}
+        root.putChild(b"api", CORS(self.router, origins, methods))
+        root.putChild(b"socket.io", CORS(EngineIOResource(self.network), origins, ["GET", "POST"]))
         return root
 
     def site(self) -> server.Site:
