@@ -34,6 +34,7 @@ figures are only as good as the machine is quiet.  This is a script, not a test.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
 import os
@@ -47,7 +48,7 @@ import sys
 import tempfile
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, cast
 
 import autobahn
@@ -689,26 +690,27 @@ async def latency_once(reactor: Any, server: ServerProcess, arrivals: Arrivals,
     return (frame_at - sent) * 1000, (answered_at - sent) * 1000
 
 
-class Poster:
+class Requester:
     """
-    Broadcasts to C{server}'s channel, one request in flight on each of
-    C{connections} keep-alive connections, counted as C{sent} (answered 200)
-    and C{failed}.
+    Requests, one in flight on each of C{connections} keep-alive connections:
+    C{request(seq)} makes the bytes of the C{seq}th.  It counts those answered
+    200 as C{sent} and the others as C{failed}.
     """
 
-    def __init__(self, server: ServerProcess, connections: list[HttpConnection]) -> None:
-        self.server, self.connections = server, connections
+    def __init__(self, connections: list[HttpConnection],
+                 request: Callable[[int], bytes]) -> None:
+        self.connections, self.request = connections, request
         self.sent = self.failed = self.seq = 0
 
     async def run(self, until: float) -> None:
-        """Post on every connection until C{until} (L{now}), then wait for the answers."""
+        """Request on every connection until C{until} (L{now}), then wait for the answers."""
         await defer.gatherResults([defer.ensureDeferred(self._loop(c, until))
                                    for c in self.connections])
 
     async def _loop(self, http: HttpConnection, until: float) -> None:
         while now() < until:
             self.seq += 1
-            status, _, _ = await http.request(self.server.broadcast_request(self.seq))
+            status, _, _ = await http.request(self.request(self.seq))
             if status == 200:
                 self.sent += 1
             else:
@@ -719,8 +721,11 @@ class Poster:
             c.close()
 
 
-async def connect_poster(server: ServerProcess, concurrency: int) -> Poster:
-    return Poster(server, [await server.http_connection() for _ in range(concurrency)])
+async def connect_requester(server: ServerProcess, concurrency: int,
+                            request: Callable[[int], bytes] | None = None) -> Requester:
+    """A L{Requester} on C{server}, of broadcasts unless C{request} says otherwise."""
+    return Requester([await server.http_connection() for _ in range(concurrency)],
+                     request or server.broadcast_request)
 
 
 async def drain(reactor: Any, delivered: Callable[[], int], sent: int,
@@ -840,7 +845,7 @@ async def bench_rate(reactor: Any, server: ServerProcess, args: argparse.Namespa
 
     factory = server.listener_factory(count)
     await connect_listeners(reactor, factory, 1)
-    poster = await connect_poster(server, args.concurrency)
+    poster = await connect_requester(server, args.concurrency)
     _log(f"rate: {args.duration:g} s of broadcasts, {args.concurrency} in flight")
     meter = CpuMeter(server)
     await poster.run(now() + args.duration)
@@ -918,29 +923,50 @@ def table(rows: list[Row]) -> str:
     return "\n".join(out + (["", "notes:", *notes] if notes else []))
 
 
+@contextlib.contextmanager
+def logs_directory(keep: bool) -> Iterator[str]:
+    """A new directory for the servers' databases and logs, removed after unless C{keep}."""
+    directory = tempfile.mkdtemp(prefix="exp-bench-")
+    try:
+        yield directory
+    finally:
+        if keep:
+            print(f"server logs kept in {directory}")
+        else:
+            shutil.rmtree(directory, ignore_errors=True)
+
+
+def add_log_options(parser: argparse.ArgumentParser, output: str = "<benchmark>.txt") -> None:
+    """C{--py-spy DIR} (for L{start_profile}) and C{--keep} (for L{logs_directory})."""
+    parser.add_argument("--py-spy", metavar="DIR",
+                        help="sample the server with py-spy (not a dependency: pip install "
+                        f"py-spy) into DIR/{output}, folded stacks")
+    parser.add_argument("--keep", action="store_true", help="keep the server logs")
+
+
+async def start_profile(reactor: Any, server: ServerProcess, args: argparse.Namespace,
+                        name: str) -> None:
+    """With C{--py-spy DIR}, sample C{server} into DIR/C{name}.txt until it stops."""
+    if args.py_spy:
+        output = os.path.join(os.path.abspath(args.py_spy), f"{name}.txt")
+        server.profile(shutil.which("py-spy") or os.path.join(
+            os.path.dirname(sys.executable), "py-spy"), output)
+        await sleep(reactor, 1)
+
+
 async def run(reactor: Any, args: argparse.Namespace) -> None:
     print("\n".join(machine()), flush=True)
     names = [args.only] if args.only else list(BENCHMARKS)
-    directory = tempfile.mkdtemp(prefix="exp-bench-")
     rows: list[Row] = []
-    try:
+    with logs_directory(args.keep) as directory:
         for name in names:
             server = ServerProcess(reactor, directory)
             try:
                 await server.start()
-                if args.py_spy:
-                    output = os.path.join(os.path.abspath(args.py_spy), f"{name}.txt")
-                    server.profile(shutil.which("py-spy") or os.path.join(
-                        os.path.dirname(sys.executable), "py-spy"), output)
-                    await sleep(reactor, 1)
+                await start_profile(reactor, server, args, name)
                 rows += await BENCHMARKS[name](reactor, server, args)
             finally:
                 server.stop()
-    finally:
-        if args.keep:
-            print(f"server logs kept in {directory}")
-        else:
-            shutil.rmtree(directory, ignore_errors=True)
     print()
     print(table(rows))
 
@@ -962,10 +988,7 @@ def main() -> None:
                         "process (2)")
     parser.add_argument("--idle-connections", type=int, default=5000,
                         help="idle sessions in memory (5000)")
-    parser.add_argument("--py-spy", metavar="DIR",
-                        help="sample the server with py-spy (not a dependency: pip install "
-                        "py-spy) into DIR/<benchmark>.txt, folded stacks")
-    parser.add_argument("--keep", action="store_true", help="keep the server logs")
+    add_log_options(parser)
     parser.add_argument("--worker", nargs=3, metavar=("URL", "CHANNEL", "COUNT"),
                         help=argparse.SUPPRESS)
     args = parser.parse_args()
