@@ -147,10 +147,14 @@ class ServerProcess:
              "--rate", "250", "--nonblocking", "--output", output],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
-    def stop(self) -> None:
+    def stop_profile(self) -> None:
+        """Stop sampling (py-spy then writes its output)."""
         if self.profiler is not None and self.profiler.poll() is None:
             self.profiler.send_signal(signal.SIGINT)
             self.profiler.wait(30)
+
+    def stop(self) -> None:
+        self.stop_profile()
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
             try:

@@ -42,6 +42,10 @@ meanwhile (in cores, during ours / during the peer).  CPU times come from
 
     .venv/bin/python benchmarks/peers.py [--only fanout|latency|rate|memory|rest|sdk]
 
+With --py-spy DIR, py-spy samples our server during the measured part of each
+round (not while sessions connect) into DIR/<benchmark>-<round>.txt; the peer
+is not sampled, so such a run's figures are not comparable.
+
 This is a script, not a test.
 """
 
@@ -226,6 +230,14 @@ class Bench:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.tally = {side: Tally() for side in self.sides}
+        self.rounds = 0
+
+    async def measuring(self, reactor: Any, servers: Servers) -> None:
+        """The measured part of a round starts: with --py-spy, sample ours until L{measured}."""
+        await start_profile(reactor, servers[OURS], self.args, f"{self.name}-{self.rounds}")
+
+    def measured(self, servers: Servers) -> None:
+        servers[OURS].stop_profile()
 
     async def round(self, reactor: Any, servers: Servers, order: Sequence[str]) -> None:
         raise NotImplementedError
@@ -273,6 +285,7 @@ class Fanout(Bench):
             meters[side] = CpuMeter(servers[side], clients[side].pids)
         broadcasts = self.args.fanout_broadcasts
         _log(f"fanout: {broadcasts} broadcasts to each, alternately")
+        await self.measuring(reactor, servers)
         for seq in range(self.warmup + broadcasts):
             for side in order:
                 await sleep(reactor, 0.2)
@@ -280,6 +293,7 @@ class Fanout(Bench):
                                                      http[side], meters[side], seq)
                 if seq >= self.warmup:
                     self.tally[side].add(cpu, first=first, last=last)
+        self.measured(servers)
         for side in order:
             http[side].close()
             await clients[side].close()
@@ -318,6 +332,7 @@ class Latency(Bench):
         blocks = max(1, self.args.broadcasts // self.block)
         _log(f"latency: {blocks * self.block} broadcasts to each, one at a time, "
              f"alternately in blocks of {self.block}")
+        await self.measuring(reactor, servers)
         for b in range(1 + blocks):  # the first block warms up
             for side in order:
                 meters[side].start()
@@ -330,6 +345,7 @@ class Latency(Bench):
                 cpu = meters[side].stop()
                 if b:
                     self.tally[side].add(cpu)
+        self.measured(servers)
         for side in order:
             http[side].close()
             await factories[side].close_all(reactor)
@@ -364,6 +380,7 @@ class Rate(Bench):
         slices = max(1, round(self.args.duration / self.slice))
         _log(f"rate: {slices} s of broadcasts to each, {self.args.concurrency} in flight, "
              f"alternately in slices of {self.slice:g} s")
+        await self.measuring(reactor, servers)
         for s in range(1 + slices):  # the first slice warms up
             for side in order:
                 requester, before, sent = requesters[side], delivered[side], requesters[side].sent
@@ -375,6 +392,7 @@ class Rate(Bench):
                             requester.sent)
                 if s:
                     self.tally[side].add(cpu, delivered=in_time, sent=requester.sent - sent)
+        self.measured(servers)
         for side in order:
             requesters[side].close()
             await factories[side].close_all(reactor)
@@ -403,12 +421,14 @@ class Memory(Bench):
 
     async def round(self, reactor: Any, servers: Servers, order: Sequence[str]) -> None:
         n = self.args.idle_sessions
+        await self.measuring(reactor, servers)
         for side in order:
             meter = CpuMeter(servers[side])
             before, after, took, factory = await memory_growth(reactor, servers[side], n)
             self.tally[side].add(meter.stop(), per=(after - before) / n, before=before,
                                  after=after, took=took)
             await factory.close_all(reactor)
+        self.measured(servers)
 
     def figures(self) -> list[Figure]:
         n = self.args.idle_sessions
@@ -439,6 +459,7 @@ class Rest(Bench):
     async def round(self, reactor: Any, servers: Servers, order: Sequence[str]) -> None:
         server = servers[OURS]
         request = get_request(server, f"/api/devices/{DEMO['device_uuid']}")
+        await self.measuring(reactor, servers)
         for concurrency in (1, self.args.concurrency):
             requester = await connect_requester(server, concurrency, lambda seq: request)
             await requester.run(now() + 0.5)  # warm-up
@@ -453,6 +474,7 @@ class Rest(Bench):
                                          f"wall{concurrency}": cpu.wall,
                                          f"server{concurrency}": cpu.server})
             requester.close()
+        self.measured(servers)
 
     def figures(self) -> list[Figure]:
         figures = []
@@ -485,6 +507,7 @@ class Sdk(Bench):
         await worker.line()  # ready
         pids = (worker.transport.pid,)  # type: ignore[union-attr]
         duration = self.args.rest_duration
+        await self.measuring(reactor, servers)
         _log(f"sdk: {duration:g} s of get_device")
         meter = CpuMeter(server, pids)
         worker.send(f"rest {duration}")
@@ -508,6 +531,7 @@ class Sdk(Bench):
         heard, sdk_cpu = (float(w) for w in (await worker.line()).split())
         cpu = meter.stop()
         self.tally[OURS].add(cpu, heard=heard, listen_cpu=sdk_cpu, listen_server=cpu.server)
+        self.measured(servers)
         for http in requesters:
             http.close()
         worker.send("quit")
@@ -653,6 +677,7 @@ async def run(reactor: Any, args: argparse.Namespace) -> None:
         for name in names:
             bench = BENCHMARKS[name](args)
             for r in range(args.rounds):
+                bench.rounds += 1
                 order = bench.sides if r % 2 == 0 else bench.sides[::-1]
                 _log(f"{name}: round {r + 1} of {args.rounds}, {' then '.join(order)}")
                 servers: Servers = {}
@@ -660,7 +685,6 @@ async def run(reactor: Any, args: argparse.Namespace) -> None:
                     for side in order:
                         servers[side] = start_server(reactor, side, directory)
                         await servers[side].start()
-                    await start_profile(reactor, servers[OURS], args, f"{name}-{r + 1}")
                     await bench.round(reactor, servers, order)
                 finally:
                     for server in servers.values():
