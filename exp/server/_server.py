@@ -49,8 +49,16 @@ from exp.server._auth import (
     new_secret,
     pairing_code,
 )
-from exp.server._hub import IHub, ISubscriber, LocalHub, Message
-from exp.server._network import EngineIOResource, Network
+from exp.server._hub import MAX_RESPONSE_BYTES, MAX_RESPONSES, IHub, ISubscriber, LocalHub, Message
+from exp.server._network import (
+    MAX_SESSION_MESSAGES,
+    MAX_SESSION_QUEUE,
+    MAX_SESSIONS_PER_IDENTITY,
+    MAX_SUBSCRIPTIONS,
+    EngineIOResource,
+    Limits,
+    Network,
+)
 from exp.server._query import UNSET, InvalidQuery, Query
 from exp.server._seed import (
     Organization,
@@ -99,6 +107,16 @@ class ServerConfig:
     @ivar public_url: the URL clients are told to use for REST and the
         network; by default the scheme and Host of each login request.
     @ivar content: the content folder of organizations whose seed names none.
+    @ivar max_session_queue: bytes of packets a network session may have
+        waiting for its client (not polled, or not read off its WebSocket);
+        past it the session is closed.
+    @ivar max_session_messages: the same in packets.
+    @ivar max_subscriptions: channels one network session may listen to.
+    @ivar max_sessions_per_identity: network sessions one identity may
+        hold; a new one closes its oldest.  An unpaired device holds one.
+    @ivar max_responses: responses one broadcast collects; more are dropped.
+    @ivar max_response_bytes: bytes (as JSON) of the responses one broadcast
+        collects; more are dropped.
     """
 
     public_url: str | None = None
@@ -109,6 +127,12 @@ class ServerConfig:
     ping_interval: float = 25.0
     ping_timeout: float = 20.0
     access_log: bool = True
+    max_session_queue: int = MAX_SESSION_QUEUE
+    max_session_messages: int = MAX_SESSION_MESSAGES
+    max_subscriptions: int = MAX_SUBSCRIPTIONS
+    max_sessions_per_identity: int = MAX_SESSIONS_PER_IDENTITY
+    max_responses: int = MAX_RESPONSES
+    max_response_bytes: int = MAX_RESPONSE_BYTES
 
 
 def _unauthorized(message: str, code: str = "auth.invalid") -> HttpError:
@@ -244,6 +268,12 @@ class ExpServer:
             self.hub, self._identify_token, reactor,
             ping_interval=self.config.ping_interval, ping_timeout=self.config.ping_timeout,
             max_message=self.config.max_body,
+            limits=Limits(
+                queue_bytes=self.config.max_session_queue,
+                queue_messages=self.config.max_session_messages,
+                subscriptions=self.config.max_subscriptions,
+                sessions_per_identity=self.config.max_sessions_per_identity,
+            ),
         )
 
     async def start(self) -> None:
@@ -797,7 +827,10 @@ class ExpServer:
         name = body.get("name")
         if not isinstance(name, str) or not name:
             raise bad_request("broadcast.nameRequired", "a broadcast needs a name (a string)")
-        return await self.hub.broadcast(channel.encode(), name, body.get("payload"), timeout)
+        return await self.hub.broadcast(
+            channel.encode(), name, body.get("payload"), timeout,
+            max_responses=self.config.max_responses,
+            max_bytes=self.config.max_response_bytes)
 
     def _timeout(self, raw: str | None) -> float:
         if raw is None or raw.strip() in UNSET:
