@@ -55,7 +55,9 @@ from twisted.protocols.basic import LineReceiver
 from exp.server.testing import DEMO
 from exp.twisted import ExpService
 
-SERVER_ARGS = ("--no-access-log",)
+#: All the sessions are one identity's, where a fleet spreads them over many:
+#: the cap per identity goes past their count.
+SERVER_ARGS = ("--no-access-log", "--max-sessions-per-identity", "100000")
 
 
 # -- a worker process: its share of the instances ------------------------------------
