@@ -80,12 +80,22 @@ def test_seed_signing_key_and_deleted_devices_are_shared(
                                  token=device))[0] != 401:
             assert time.monotonic() < deadline, answer
             time.sleep(0.01)
+    # Created again under its uuid with the same secret: its new tokens work everywhere,
+    # its old ones nowhere.
+    status, _ = request("POST", p2.url + "/api/devices",
+                        {"uuid": "cluster-device", "secret": "s3cret-s3cret"}, token)
+    assert status == 200
+    again = login(p1.url, token=device_token("cluster-device", "s3cret-s3cret"))
+    for process in cluster:
+        assert request("GET", process.url + "/api/devices", token=again)[0] == 200
+        assert request("GET", process.url + "/api/devices", token=device)[0] == 401
     # A process started later knows it from the database.
     late = ServerProcess(tmp_path, *p0.args, name="late")
     try:
         late.wait_until_answering()
         status, _ = request("GET", late.url + "/api/devices/cluster-device", token=device)
         assert status == 401
+        assert request("GET", late.url + "/api/devices", token=again)[0] == 200
     finally:
         late.stop()
 

@@ -393,14 +393,57 @@ async def test_deleted_devices_session_is_closed(server: RunningServer, http: Ht
 
 @pytest_twisted.ensureDeferred
 async def test_recreated_device_logs_in_again(server: RunningServer, http: Http) -> None:
-    """A device deleted and created again under its uuid works with its new credentials."""
-    _, uuid, _ = await deleted_device(http)
+    """A device deleted and created again under its uuid works with its new credentials,
+    and its tokens from before the deletion stay refused, even with the same secret."""
+    old, uuid, secret = await deleted_device(http)
     admin = (await user_auth(http))["token"]
-    again = await http.call("POST", "/api/devices", {"uuid": uuid, "secret": "new-secret"},
-                            token=admin)
-    assert again.json["uuid"] == uuid
-    fresh = await http.login(token=device_token(uuid, "new-secret"))
-    assert (await http.call("GET", "/api/devices", token=fresh["token"])).code == 200
+    for new_secret in ("new-secret", secret):
+        again = await http.call("POST", "/api/devices", {"uuid": uuid, "secret": new_secret},
+                                token=admin)
+        assert again.json["uuid"] == uuid
+        fresh = await http.login(token=device_token(uuid, new_secret))
+        assert (await http.call("GET", "/api/devices", token=fresh["token"])).code == 200
+        for token in (old["token"], old["restrictedToken"]):
+            assert refusal(await http.call("GET", "/api/devices", token=token), 401) is None
+        refreshed = await http.call("POST", "/api/auth/token", token=old["token"])
+        assert refusal(refreshed, 401) is None, refreshed
+        if new_secret == "new-secret":
+            gone = await http.call("DELETE", f"/api/devices/{uuid}", token=admin)
+            assert gone.code == 200
+
+
+@pytest_twisted.ensureDeferred
+async def test_tokens_die_with_a_changed_secret(server: RunningServer, http: Http) -> None:
+    """After a device's secret changes, its tokens are refused on REST, on refresh and on
+    the network handshake, and its open sessions end; the new secret logs in."""
+    admin = (await user_auth(http))["token"]
+    made = await http.call("POST", "/api/devices", {"name": "rotated"}, token=admin)
+    uuid, secret = made.json["uuid"], made.json["secret"]
+    old = await http.login(token=device_token(uuid, secret))
+    net = Clients(server.url)
+    try:
+        client = await net.connect("websocket", old["token"])
+        patched = await http.call("PATCH", f"/api/devices/{uuid}", {"secret": "rotated-secret"},
+                                  token=admin)
+        assert patched.code == 200, patched
+        await guard(client.wait_closed())
+        for method, path in (("GET", "/api/devices"), ("POST", "/api/auth/token")):
+            answer = await http.call(method, path, token=old["token"])
+            assert refusal(answer, 401) is None, (path, answer)
+        assert_none(await refusals_on_handshakes(net, {"old token": old["token"]}))
+        assert refusal(await http.call("POST", "/api/auth/login",
+                                       {"token": device_token(uuid, secret)}), 401) is None
+        fresh = await http.login(token=device_token(uuid, "rotated-secret"))
+        assert (await http.call("GET", "/api/devices", token=fresh["token"])).code == 200
+        # The same secret again, or the whole document saved back, revokes nothing.
+        same = await http.call("PATCH", f"/api/devices/{uuid}",
+                               {**patched.json, "name": "renamed"}, token=admin)
+        assert same.code == 200
+        assert (await http.call("GET", "/api/devices", token=fresh["token"])).code == 200
+        bad = await http.call("PATCH", f"/api/devices/{uuid}", {"secret": ""}, token=admin)
+        assert refusal(bad, 400) is None, bad
+    finally:
+        await net.close()
 
 
 @pytest_twisted.ensureDeferred

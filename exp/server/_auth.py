@@ -80,6 +80,8 @@ class Identity:
     paired: bool = True
     pairing_code: str | None = None
     restricted: bool = False
+    #: The credential its token carries (L{exp.server._revocation}).
+    credential: str = ""
 
     @property
     def is_consumer(self) -> bool:
@@ -132,6 +134,8 @@ class TokenIssuer:
             claims["usr"] = identity.username
         if identity.is_pairing:
             claims["pair"] = identity.pairing_code
+        if identity.credential:
+            claims["cred"] = identity.credential
         payload: dict[str, Any] = {
             "token": sign(claims, self.key),
             "expiration": int(expires * 1000),
@@ -172,7 +176,7 @@ class TokenIssuer:
         identity = Identity(
             type=kind, uuid=uuid, organization=org, username=claims.get("usr"),
             paired="pair" not in claims, pairing_code=claims.get("pair"),
-            restricted=bool(claims.get("rt")),
+            restricted=bool(claims.get("rt")), credential=str(claims.get("cred", "")),
         )
         return identity, to_seconds(claims["exp"])
 

@@ -10,22 +10,17 @@ import json
 import math
 import re
 import secrets
-import time
 import uuid as uuidlib
 from importlib import resources as importlib_resources
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import attrs
 from treq.client import HTTPClient
-from twisted.internet.defer import Deferred
-from twisted.internet.task import LoopingCall
 from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 from twisted.web import http, resource, server, static
 from twisted.web.client import Agent, HTTPConnectionPool
-from zope.interface import implementer
 
 from exp.protocol import (
     ChannelId,
@@ -48,8 +43,9 @@ from exp.server._auth import (
     hash_password,
     new_secret,
     pairing_code,
+    same_secret,
 )
-from exp.server._hub import MAX_RESPONSE_BYTES, MAX_RESPONSES, IHub, ISubscriber, LocalHub, Message
+from exp.server._hub import MAX_RESPONSE_BYTES, MAX_RESPONSES, IHub, LocalHub
 from exp.server._network import (
     MAX_SESSION_MESSAGES,
     MAX_SESSION_QUEUE,
@@ -60,6 +56,7 @@ from exp.server._network import (
     Network,
 )
 from exp.server._query import UNSET, InvalidQuery, Query
+from exp.server._revocation import Key, Revocations, key_of
 from exp.server._seed import (
     Organization,
     apply_seed,
@@ -67,7 +64,7 @@ from exp.server._seed import (
     resource_defaults,
     user_uuid,
 )
-from exp.server._storage import Document, IStorage, SQLiteStorage, dumps
+from exp.server._storage import Document, IStorage, SQLiteStorage
 from exp.server._web import (
     ApiRequest,
     Delegate,
@@ -185,52 +182,6 @@ def make_hub(redis: str | None, reactor: Any) -> IHub:
     return LocalHub(reactor)
 
 
-T = TypeVar("T")
-
-#: Seconds between two readings of the stored device deletions.
-DELETED_DEVICES_RELOAD = 30.0
-
-
-def _uncancellable(d: Deferred[T]) -> Deferred[T]:
-    """What C{d} gives, in a Deferred whose cancellation leaves C{d} running."""
-    shield: Deferred[T] = Deferred()
-
-    def passed(result: Any) -> None:
-        if not shield.called:
-            if isinstance(result, Failure):
-                shield.errback(result)
-            else:
-                shield.callback(result)
-
-    d.addBoth(passed)
-    return shield
-
-
-def _device_key(organization: str, uuid: str) -> str:
-    return dumps([organization, uuid])
-
-
-#: The hub channel between the processes of one server; no client
-#: channel id looks like it.
-SERVER_CHANNEL = "exp:server"
-
-
-@implementer(ISubscriber)
-class _ServerEvents:
-    """What the processes of one server tell each other through the hub."""
-
-    def __init__(self, server: ExpServer) -> None:
-        self._server = server
-
-    def deliver(self, message: Message) -> None:
-        name, payload = message.body["name"], message.body["payload"]
-        key = (payload["organization"], payload["uuid"])
-        if name == "deviceDeleted":
-            self._server._forget_device(*key, payload["until"])
-        elif name == "deviceCreated":
-            self._server._deleted_devices.pop(key, None)
-
-
 class ExpServer:
     """
     The server's state and request handlers.  L{start} makes it ready;
@@ -255,13 +206,8 @@ class ExpServer:
         self._pool = HTTPConnectionPool(reactor, persistent=True)
         self.http = HTTPClient(Agent(reactor, pool=self._pool))
         self.tokens: TokenIssuer | None = None
-        #: Devices deleted through the API, by (organization, uuid): their
-        #: tokens are refused until the last one issued before has expired.
-        #: Kept in storage too, and told to the other processes by the hub.
-        self._deleted_devices: dict[tuple[str, str], float] = {}
-        self._server_events = _ServerEvents(self)
-        self._reload = LoopingCall(self._reload_deleted_devices)
-        self._reload.clock = reactor
+        self.revocations = Revocations(storage, self.hub, reactor, self.config.token_lifetime,
+                                       self._revoked)
         self.router = Router()
         self._add_routes()
         self.network = Network(
@@ -282,19 +228,13 @@ class ExpServer:
         key = await self.storage.setting("signingKey", lambda: secrets.token_urlsafe(48))
         self.tokens = TokenIssuer(key, self.config.token_lifetime)
         await apply_seed(self.storage, self._seed)
-        # Subscribed before loading: no deletion falls between the two.
-        self.hub.subscribe(SERVER_CHANNEL, self._server_events)
         await self.hub.open(await self.storage.setting("deployment", lambda: uuidlib.uuid4().hex))
-        await self._load_deleted_devices()
-        # Also read now and then: the hub's messages may miss some.
-        self._reload.start(DELETED_DEVICES_RELOAD, now=False)
+        await self.revocations.start()
 
     async def stop(self) -> None:
         """Close outgoing connections, the hub and the storage."""
-        if self._reload.running:
-            self._reload.stop()
+        self.revocations.stop()
         self.network.close_all()
-        self.hub.unsubscribe_all(self._server_events)
         await self.hub.close()
         await self._pool.closeCachedConnections()
         await self.storage.close()
@@ -324,73 +264,19 @@ class ExpServer:
     def _identify_token(self, token: str) -> Identity:
         if self.tokens is None:
             raise InvalidToken("the server is starting")
-        return self._existing(self.tokens.identify(token))
+        return self.revocations.check(self.tokens.identify(token))
 
-    def _existing(self, identity: Identity) -> Identity:
-        """
-        C{identity}, unless it is a device deleted since its token was issued.
+    def _issue(self, identity: Identity, req: ApiRequest) -> dict[str, Any]:
+        """An auth payload for C{identity}, bound to its current credential."""
+        credential = self.revocations.credential(key_of(identity))
+        return self._issuer().issue(attrs.evolve(identity, credential=credential),
+                                    self._public_url(req))
 
-        @raise InvalidToken: if it is.
-        """
-        if identity.type == DEVICE and self._deleted_devices:
-            key = (identity.organization, identity.uuid)
-            until = self._deleted_devices.get(key)
-            if until is not None and until > time.time():
-                raise InvalidToken("its device has been deleted")
-        return identity
-
-    async def _device_deleted(self, organization: str, uuid: str) -> None:
-        """
-        Refuse the tokens of a deleted device, in every process and after
-        restarts, until the last one issued before has expired.
-        """
-        key = _device_key(organization, uuid)
-        until = time.time() + self.config.token_lifetime + 1
-        # At once in this process (the hub delivers here synchronously) and
-        # soon in the others; then for processes started later.  A client
-        # leaving does not stop it half-way.
-        self.hub.notify(SERVER_CHANNEL, "deviceDeleted",
-                        {"organization": organization, "uuid": uuid, "until": until})
-        record = {"uuid": key, "organization": organization, "device": uuid, "until": until}
-        await _uncancellable(self.storage.put(NO_ORGANIZATION, "deletedDevices", key, record))
-
-    async def _device_created(self, organization: str, uuid: str) -> None:
-        """A device of a deleted one's uuid has its own tokens: accept them."""
-        def created(record: Document | None) -> None:
-            if record is not None:
-                self.hub.notify(SERVER_CHANNEL, "deviceCreated",
-                                {"organization": organization, "uuid": uuid})
-
-        removed = self.storage.delete(NO_ORGANIZATION, "deletedDevices",
-                                      _device_key(organization, uuid))
-        await _uncancellable(removed.addCallback(created))
-
-    def _forget_device(self, organization: str, uuid: str, until: float) -> None:
-        """Refuse the tokens of a deleted device and end its network sessions."""
-        now = time.time()
-        self._deleted_devices = {k: v for k, v in self._deleted_devices.items() if v > now}
-        self._deleted_devices[(organization, uuid)] = until
+    def _revoked(self, whose: Key) -> None:
+        """End the network sessions of an identity whose credentials changed."""
         for session in list(self.network.sessions.values()):
-            who = session.identity
-            if (who.type, who.organization, who.uuid) == (DEVICE, organization, uuid):
+            if key_of(session.identity) == whose:
                 session.close()
-
-    async def _load_deleted_devices(self) -> None:
-        """Add the stored deletions this process has not heard of."""
-        records, _ = await self.storage.find(NO_ORGANIZATION, "deletedDevices", Query())
-        now = time.time()
-        for record in records:
-            device = (record["organization"], record["device"])
-            if record["until"] <= now:
-                await self.storage.delete(NO_ORGANIZATION, "deletedDevices", record["uuid"])
-            elif device not in self._deleted_devices:
-                self._forget_device(*device, record["until"])
-
-    async def _reload_deleted_devices(self) -> None:
-        try:
-            await self._load_deleted_devices()
-        except Exception:
-            self._log.failure("could not read the deleted devices")
 
     def _public_url(self, req: ApiRequest) -> str:
         if self.config.public_url:
@@ -415,7 +301,7 @@ class ExpServer:
         if not token:
             raise _unauthorized("this call needs a token", "auth.required")
         try:
-            identity = self._existing(self._issuer().identify(token))
+            identity = self.revocations.check(self._issuer().identify(token))
         except InvalidToken as e:
             raise _unauthorized(f"the token is not valid: {e}") from None
         if identity.restricted and not restricted_ok:
@@ -493,7 +379,7 @@ class ExpServer:
             identity = await self._token_login(body["token"])
         else:
             identity = await self._user_login(body)
-        return self._issuer().issue(identity, self._public_url(req))
+        return self._issue(identity, req)
 
     async def _user_login(self, body: Document) -> Identity:
         if body.get("type", USER) != USER:
@@ -593,7 +479,7 @@ class ExpServer:
             ) is not None
         if not exists:
             raise _unauthorized("the identity of this token no longer exists")
-        return self._issuer().issue(identity, self._public_url(req))
+        return self._issue(identity, req)
 
     async def _user_exists(self, identity: Identity) -> bool:
         user = await self.storage.get(
@@ -615,7 +501,6 @@ class ExpServer:
         device = await self.storage.insert(identity.organization, "devices",
                                            resource_defaults("devices", body))
         assert device is not None
-        await self._device_created(identity.organization, device["uuid"])
         self.notify(identity.organization, device["uuid"], "create", device)
         self.notify(NO_ORGANIZATION, pairing["identity"], "paired",
                     {"uuid": device["uuid"], "secret": device["secret"]})
@@ -658,8 +543,6 @@ class ExpServer:
             document["secret"] = new_secret()
         stored = await self.storage.insert(identity.organization, collection, document)
         assert stored is not None
-        if collection == "devices":
-            await self._device_created(identity.organization, stored["uuid"])
         self.notify(identity.organization, stored["uuid"], "create", stored)
         return stored
 
@@ -676,9 +559,17 @@ class ExpServer:
         uuid = req.match["uuid"]
         fields = req.document()
         fields.pop("uuid", None)
+        before = None
+        if collection == "devices" and "secret" in fields:
+            if not isinstance(fields["secret"], str) or not fields["secret"]:
+                raise bad_request("device.invalidSecret", "a device's secret is a non-empty string")
+            before = await self.storage.get(identity.organization, collection, uuid)
         document = await self.storage.update(identity.organization, collection, uuid, fields)
         if document is None:
             raise _not_found(f"{collection[:-1]} {uuid}")
+        if before is not None and not same_secret(str(before.get("secret")), fields["secret"]):
+            # Tokens signed in with the old secret die with it.
+            await self.revocations.revoke((DEVICE, identity.organization, uuid))
         self.notify(identity.organization, uuid, "update", document)
         return document
 
@@ -690,7 +581,7 @@ class ExpServer:
             raise _not_found(f"{collection[:-1]} {uuid}")
         self.notify(identity.organization, uuid, "delete", document)
         if collection == "devices":
-            await self._device_deleted(identity.organization, uuid)
+            await self.revocations.revoke((DEVICE, identity.organization, uuid))
         return None
 
     # -- locations and feeds --------------------------------------------------
