@@ -10,20 +10,17 @@ import json
 import os
 import socket
 import struct
-import tempfile
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
 import pytest_twisted
 from twisted.internet import reactor, task
 from twisted.internet.defer import ensureDeferred
-from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.logger import globalLogPublisher
 from twisted.python import usage
 
-from exp.server import ExpServer, LocalHub, ServerConfig, SQLiteStorage, demo_seed_path, load_seed
+from exp.server import ServerConfig
 from exp.server.tap import Options
 from exp.server.testing import DEMO, RunningServer
 
@@ -49,6 +46,7 @@ from .test_network import (
     assert_sid_unknown,
     broadcast,
     channel,
+    clocked_server,
     login_consumer,
     login_device,
     login_unpaired,
@@ -338,26 +336,6 @@ async def test_an_unpaired_device_holds_one_session(
 # -- responses per broadcast ----------------------------------------------------------
 
 
-@asynccontextmanager
-async def clocked(**config: Any) -> AsyncIterator[tuple[task.Clock, Clients]]:
-    """A server with C{config} whose hub collects responses on a L{task.Clock}."""
-    clock = task.Clock()
-    directory = tempfile.mkdtemp(prefix="exp-network-")
-    db_path = os.path.join(directory, "exp.sqlite3")
-    server = ExpServer(SQLiteStorage(db_path, reactor), load_seed(demo_seed_path()),
-                       ServerConfig(**config), reactor=reactor, hub=LocalHub(clock))
-    await server.start()
-    port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(server.site())
-    running = RunningServer(f"http://127.0.0.1:{port.getHost().port}", server, port,
-                            directory, db_path, True)
-    net = Clients(running.url)
-    try:
-        yield clock, net
-    finally:
-        await net.close()
-        await running.stop()
-
-
 @pytest.mark.parametrize(("config", "payloads", "kept"), [
     ({"max_responses": 3}, [1, 2, 3, 4, 5], [1, 2, 3]),
     # 40 bytes each as JSON: the third would pass 100; a small one still fits.
@@ -368,7 +346,8 @@ async def test_a_broadcast_collects_responses_up_to_its_caps(
     config: dict[str, int], payloads: list[Any], kept: list[Any]
 ) -> None:
     """Responses past max_responses or max_response_bytes are answered 200 and dropped."""
-    async with clocked(**config) as (clock, net):
+    async with clocked_server(**config) as clocked:
+        clock, net = clocked.clock, clocked.net
         token = await net.http.user_token()
         client = await net.connect("websocket", token)
         assert await subscribe(client, [LOBBY]) == [LOBBY]
