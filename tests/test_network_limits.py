@@ -11,13 +11,16 @@ import os
 import socket
 import struct
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
 import pytest_twisted
 from twisted.internet import reactor, task
 from twisted.internet.defer import ensureDeferred
+from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.logger import globalLogPublisher
+from twisted.protocols import policies
 from twisted.python import usage
 
 from exp.server import ServerConfig
@@ -184,14 +187,35 @@ class Unreading:
         self.sock.close()
 
 
+@asynccontextmanager
+async def site_of(server: RunningServer, wrapped: bool) -> AsyncIterator[Clients]:
+    """
+    Clients of C{server}, or (C{wrapped}) of its site behind a protocol wrapper
+    on a port of its own, as C{twisted.protocols.policies} puts connections.
+    """
+    if not wrapped:
+        yield Clients(server.url)
+        return
+    port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(
+        policies.WrappingFactory(server.server.site()))
+    clients = Clients(f"http://127.0.0.1:{port.getHost().port}")
+    try:
+        yield clients
+    finally:
+        await clients.close()
+        await port.stopListening()
+
+
+@pytest.mark.parametrize("wrapped", [False, True], ids=["plain", "wrapped"])
 @pytest_twisted.ensureDeferred
-async def test_websocket_client_that_never_reads_is_closed() -> None:
+async def test_websocket_client_that_never_reads_is_closed(wrapped: bool) -> None:
     """A WebSocket client that pings but never reads is closed once the server's writes to
-    it back up past the session's queue cap; the others are served, and it can reconnect."""
-    async with running() as (server, net):
+    it back up past the session's queue cap; the others are served, and it can reconnect.
+    So too when the connection is behind a protocol wrapper."""
+    async with running() as (server, _), site_of(server, wrapped) as net:
         token = await net.http.user_token()
         bystander = await Bystander.join(net, token)
-        client = Unreading(server.url, token)
+        client = Unreading(net.url, token)
         try:
             sid = parse_open(await client.next())["sid"]
             assert await client.next() == "40"

@@ -30,7 +30,7 @@ from autobahn.twisted.resource import WebSocketResource
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.protocol import PreparedMessage
 from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
-from twisted.internet.interfaces import IConsumer, IDelayedCall, IPushProducer, IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
 from twisted.logger import Logger
 from twisted.web import resource, server
 from zope.interface import implementer
@@ -509,10 +509,10 @@ class _WebSocket(WebSocketServerProtocol):
 
     def connectionMade(self) -> None:
         super().connectionMade()
-        # In place of the HTTP channel, whose request this connection was.
-        if IConsumer.providedBy(self.transport):
-            self.unregisterProducer()
-            self.registerProducer(_Drain(self), True)
+        # In place of the HTTP channel, whose request this connection was
+        # (every Twisted stream transport and protocol wrapper takes one).
+        self.unregisterProducer()
+        self.registerProducer(_Drain(self), True)
 
     def _backlog(self, size: int) -> bool:
         """
