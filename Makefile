@@ -1,23 +1,28 @@
 # The two commands of the README: `make demo` and `make test`.
 # Everything is installed into .venv (and, for the tests, tests/interop/node_modules);
 # nothing else on the machine is assumed but python3 (with venv), make, and for the
-# tests node with npm.
+# tests node with npm.  The servers and the browser that the tests run come from
+# Debian's packages, which `make test` installs when they are missing
+# (tests/system-packages.sh).
 
 PYTHON ?= python3
 VENV ?= .venv
 BIN = $(VENV)/bin
 INTEROP = tests/interop
 
-.PHONY: venv install demo test server docs clean
+.PHONY: venv system-packages install demo test server docs clean
 
 # The checkout is installed in "compat" editable mode: a .pth file puts this
 # folder on sys.path, so `exp` and the twistd plugin dropin
 # (twisted/plugins/exp_plugins.py) are both found here, once.  That
 # `pip install .` installs the dropin into site-packages is a test of its own.
-$(BIN)/.deps: pyproject.toml
+# .runtime: what the demo and the server need; .deps: the test and docs tools too.
+$(BIN)/.runtime: EXTRAS =
+$(BIN)/.deps: EXTRAS = [test]
+$(BIN)/.runtime $(BIN)/.deps: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q -e '.[test]' --config-settings editable_mode=compat
-	touch $@
+	$(BIN)/python -m pip install -q -e '.$(EXTRAS)' --config-settings editable_mode=compat
+	touch $@ $(BIN)/.runtime
 
 # The unmodified Socket.IO 2.x client and server the interop tests run, exactly
 # as package-lock.json pins them.
@@ -27,12 +32,16 @@ $(INTEROP)/node_modules/.deps: $(INTEROP)/package.json $(INTEROP)/package-lock.j
 
 venv: $(BIN)/.deps
 
-install: venv $(INTEROP)/node_modules/.deps
+# First, so that a machine that lacks them stops here, in one line.
+system-packages:
+	@bash tests/system-packages.sh
 
-demo: venv
+install: system-packages venv $(INTEROP)/node_modules/.deps
+
+demo: $(BIN)/.runtime
 	$(BIN)/python examples/walkthrough.py
 
-server: venv
+server: $(BIN)/.runtime
 	$(BIN)/twistd -n exp-server
 
 test: install

@@ -109,6 +109,8 @@ class ServerProcess:
                    *self.runner_args, "exp-server",
                    "--listen", f"tcp:{self.port}:interface={HOST}",
                    "--db", self.db,
+                   # every client of a benchmark comes from this one address
+                   "--max-connections-per-peer", "0",
                    *self.extra_args]
         self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
                                         cwd=self.directory)

@@ -32,6 +32,7 @@ from exp.errors import (
     UnexpectedError,
 )
 
+#: The one place of the version: the package metadata (pyproject.toml) reads it here.
 __version__ = "0.1.0"
 
 #: Calls of the REST resources, under C{exp.api} and at module level.

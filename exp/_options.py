@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 
 import attrs
 
-from exp.errors import RuntimeError
+from exp.errors import RuntimeError, UnexpectedError
 
 DEFAULT_HOST = "https://api.goexp.io"
 
@@ -89,6 +89,32 @@ def _check_auth(auth: object) -> dict[str, Any]:
     return dict(auth)
 
 
+def check_hosts(login_host: str, payload: dict[str, Any]) -> None:
+    """
+    Check the hosts an auth payload names against the host it came from: each
+    of C{api.host} and C{network.host} must be an http(s) URL, and an https
+    login must not go on over http (nor the network over ws), whatever the
+    server answered: a downgrade is an attack or a misconfiguration.
+
+    @raise exp.UnexpectedError: naming the host and what is wrong with it.
+    """
+    secure = urlsplit(login_host).scheme == "https"
+    for part in ("api", "network"):
+        section = payload.get(part)
+        host = section.get("host") if isinstance(section, dict) else None
+        try:
+            checked = _check_host(host)
+        except RuntimeError:
+            raise UnexpectedError(
+                f"the auth payload from {login_host} names no valid {part} host:"
+                f" {host!r:.80}") from None
+        if secure and urlsplit(checked).scheme != "https":
+            raise UnexpectedError(
+                f"the auth payload from {login_host} names the {part} host {checked!r}:"
+                f" a login over https does not go on over http (refused as a downgrade;"
+                f" the server's public URL should be https)")
+
+
 #: The longest timeout, wait or age in seconds (about 30 years): beyond it a
 #: timer's arithmetic overflows.
 MAX_SECONDS = 1e9
@@ -102,13 +128,29 @@ def check_seconds(value: object, what: str = "timeout") -> float:
         L{MAX_SECONDS} (not NaN, not infinite, not a string).
     """
     if not isinstance(value, (int, float)) or not 0 <= value <= MAX_SECONDS:
-        try:
-            shown = repr(value)
-        except Exception:  # e.g. an int with too many digits to print
-            shown = type(value).__name__
         raise RuntimeError(
-            f"{what} is a number of seconds from 0 to {MAX_SECONDS:g}, not {shown:.40}")
+            f"{what} is a number of seconds from 0 to {MAX_SECONDS:g}, not {_shown(value)}")
     return float(value)
+
+
+def _shown(value: object) -> str:
+    """C{value} in a message: its repr, cut short."""
+    try:
+        return f"{value!r:.40}"
+    except Exception:  # e.g. an int with too many digits to print
+        return type(value).__name__
+
+
+def check_count(value: object, what: str, unit: str) -> int:
+    """
+    A limit counted in C{unit}s: an int of at least 1.
+
+    @raise exp.RuntimeError: naming C{what} otherwise (0, a negative number, a
+        float, a bool or a string).
+    """
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise RuntimeError(f"{what} is a number of {unit}, at least 1, not {_shown(value)}")
+    return value
 
 
 def auth_expired(auth: dict[str, Any], now: float | None = None) -> bool:
@@ -141,6 +183,12 @@ def check_options(**options: Any) -> Options:
             raise RuntimeError(f"{name} must be True or False")
     host = _check_host(given.get("host", DEFAULT_HOST))
     auth = _check_auth(given["auth"]) if "auth" in given else None
+    if auth is not None:
+        try:
+            check_hosts(host, auth)
+        except UnexpectedError as e:
+            raise RuntimeError(f"auth does not go with host {host!r} ({e}); give the host"
+                               " the auth payload came from") from None
     allow_pairing = given.get("allow_pairing", False)
     user = {k for k in ("username", "password", "organization") if k in given}
     if user:

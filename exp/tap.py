@@ -30,6 +30,8 @@ from twisted.logger import Logger
 from twisted.python import usage
 
 from exp._options import check_options
+from exp._usage import Options as PlainOptions
+from exp._usage import plain_text
 from exp.errors import ExpError
 from exp.server.testing import DEMO, RunningServer, start_server
 from exp.twisted import ExpService
@@ -61,9 +63,9 @@ def load_app(spec: str) -> Callable[[ExpService], Any]:
     return app
 
 
-class Options(usage.Options):
+class Options(PlainOptions):
     synopsis = "[options]"
-    longdesc = __doc__
+    description = plain_text(__doc__)
     optParameters = [
         ["host", None, None, "EXP API URL; without it, an embedded local server runs."],
         ["username", None, None, "User name (with --password and --organization)."],

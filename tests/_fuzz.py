@@ -327,7 +327,9 @@ class Fuzzed:
 def start_fuzzed() -> Fuzzed:
     """Start a server with the demo seed and log in as everyone."""
     server = ServerProcess("--max-body", str(MAX_BODY),
-                           "--max-broadcast-timeout", str(MAX_BROADCAST_TIMEOUT)).start()
+                           "--max-broadcast-timeout", str(MAX_BROADCAST_TIMEOUT),
+                           # the feeds' sources are the server's own pages
+                           "--feed-allow", "127.0.0.0/8").start()
     fuzzed = Fuzzed(server)
     try:
         _prepare(fuzzed)
@@ -522,6 +524,8 @@ def eio_query(token: str, transport: str, sid: str | None = None) -> bytes:
     query = f"/socket.io/?EIO=3&transport={transport}&token={token}"
     if sid is not None:
         query += f"&sid={sid}"
+    elif transport == "polling":
+        query += "&b64=1"  # text payloads
     return query.encode("ascii")
 
 

@@ -72,7 +72,7 @@ async def serve_on(port: int, directory: str) -> tuple[ExpServer, IListeningPort
                        load_seed(demo_seed_path()), ServerConfig(), reactor=reactor)
     await server.start()
     listening = await TCP4ServerEndpoint(reactor, port, interface="127.0.0.1").listen(
-        server.site())
+        server.factory())
     return server, listening
 
 
@@ -97,8 +97,9 @@ class Watched:
         self._watch(running.port)
 
     def _watch(self, port: IListeningPort) -> None:
-        site: Any = port.factory  # type: ignore[attr-defined]
-        log, build = site.log, site.buildProtocol
+        factory: Any = port.factory  # type: ignore[attr-defined]
+        site = factory.site
+        log, build = site.log, factory.buildProtocol
 
         def logged(request: Any) -> None:
             self.requests.append((request.method.decode("ascii"),
@@ -111,7 +112,7 @@ class Watched:
             return protocol
 
         site.log = logged
-        site.buildProtocol = built
+        factory.buildProtocol = built
 
     @property
     def url(self) -> str:

@@ -94,9 +94,17 @@ def backend(request: pytest.FixtureRequest, engines: Engines) -> dict[str, Any]:
     return {"db_path": engines.postgresql().database(), "redis": engines.redis().url}
 
 
+@pytest.fixture
+def server_config() -> dict[str, Any]:
+    """More L{ServerConfig} fields for the C{server} and C{site} fixtures (a module may
+    override it, e.g. to fetch feeds from loopback)."""
+    return {}
+
+
 @pytest_twisted.async_yield_fixture()
-async def server(backend: dict[str, Any]) -> AsyncIterator[RunningServer]:
-    running = await start_server(**backend)
+async def server(backend: dict[str, Any],
+                 server_config: dict[str, Any]) -> AsyncIterator[RunningServer]:
+    running = await start_server(**backend, **server_config)
     yield running
     await running.stop()
 
@@ -112,11 +120,11 @@ async def token(http: Http) -> AsyncIterator[str]:
 
 
 @pytest_twisted.async_yield_fixture()
-async def site(backend: dict[str, Any]) -> AsyncIterator[Any]:
+async def site(backend: dict[str, Any], server_config: dict[str, Any]) -> AsyncIterator[Any]:
     """A demo server whose requests and connections a test can see (tests/_sdk.py)."""
     from ._sdk import Watched
 
-    watched = Watched(await start_server(**backend))
+    watched = Watched(await start_server(**backend, **server_config))
     yield watched
     await watched.close()
 

@@ -63,7 +63,8 @@ def url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         process = subprocess.Popen(
             [*TWISTD, "-n", "--pidfile=", "exp-server",
              "--listen", f"tcp:{port}:interface=127.0.0.1",
-             "--db", str(directory / "exp.sqlite3")],
+             "--db", str(directory / "exp.sqlite3"),
+             "--feed-allow", "127.0.0.0/8"],  # the feed test's source is on loopback
             cwd=directory, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
         )
         try:
@@ -318,6 +319,26 @@ def test_listen_and_wait_loop(tmp_path: Path, url: str) -> None:
     assert reported(result) == ["my_event", {"n": 1}, None]
 
 
+def test_listen_max_queue(tmp_path: Path, url: str) -> None:
+    """listen(max_queue=n) keeps the newest n broadcasts for wait, the oldest dropped."""
+    result = run(tmp_path, url, """
+        sender = exp.start(**USER, enable_network=False)
+        device = exp.start(**DEVICE)
+        listener = device.get_channel('flood').listen('news', max_queue=2)
+        seen = []
+        device.get_channel('flood').listen('news', callback=seen.append)
+        for n in range(5):
+            sender.get_channel('flood').broadcast('news', payload=n, timeout=0)
+        deadline = time.monotonic() + 60
+        while len(seen) < 5 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        report([len(seen), listener.wait(0).payload, listener.wait(0).payload,
+                listener.wait(0)])
+        exp.stop()
+    """)
+    assert reported(result) == [5, 3, 4, None]
+
+
 # -- SDK_DOC.md: resources ------------------------------------------------------------
 
 
@@ -440,7 +461,7 @@ def test_content_children_and_urls(tmp_path: Path, url: str) -> None:
         with urllib.request.urlopen(welcome.get_url(), timeout=30) as answer:
             text = answer.read().decode()
         images = [c for c in children if c.name == 'images'][0]
-        logo = images.get_children()[0]
+        logo = [c for c in images.get_children() if c.name == 'logo.png'][0]
         with urllib.request.urlopen(logo.get_variant_url('small'), timeout=30) as answer:
             small = answer.read()
         found = [c.uuid == welcome.uuid for c in exp.api.find_content({'name': 'welcome.txt'})]

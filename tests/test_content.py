@@ -89,11 +89,9 @@ class Content:
         return {item["path"]: item for item in answer.json["results"]}
 
     async def raw(self, target: bytes, token: str | None = None,
-                  referer: str | None = None) -> Answer:
+                  headers: dict[bytes, bytes] | None = None) -> Answer:
         """GET C{target} exactly as given: no client-side normalization of the path."""
-        headers = Headers()
-        if referer is not None:
-            headers.addRawHeader(b"referer", referer.encode())
+        headers = Headers({k: [v] for k, v in (headers or {}).items()})
         if token is not None:
             headers.addRawHeader(b"authorization", f"Bearer {token}".encode())
         agent = Agent(reactor, pool=HTTPConnectionPool(reactor, persistent=False))
@@ -256,19 +254,48 @@ async def test_a_folder_with_a_manifest_is_one_app(content: Content) -> None:
 
 @pytest_twisted.ensureDeferred
 async def test_an_app_is_delivered_with_its_own_files(content: Content) -> None:
-    """<path>/index.html serves the app; the files it loads by relative URLs (no token of
-    their own) are served on the token of the delivery page that refers to them."""
-    page = delivery("/clock/index.html", _rt=content.rt)
-    answer = await content.raw(page)
+    """An app's file asked for with ?_rt= redirects to the token in the path, so that the
+    files it loads by relative URLs carry it too; a forged path token is 401."""
+    answer = await content.raw(delivery("/clock/index.html", _rt=content.rt))
+    assert answer.code == 302, answer
+    [location] = answer.headers.getRawHeaders(b"location")
+    assert location == f"/api/delivery/_rt={content.rt}/clock/index.html".encode()
+    answer = await content.raw(location)
     assert (answer.code, answer.body) == (200, CLOCK_PAGE)
-    script = delivery("/clock/lib/app.js")
-    referer = content.running.url + page.decode()
-    answer = await content.raw(script, referer=referer)
+    script = location.replace(b"/index.html", b"/lib/app.js")
+    answer = await content.raw(script)
     assert (answer.code, answer.body) == (200, b"tick();\n")
-    for bad in (None, content.running.url + "/api/things?_rt=" + content.rt,
-                content.running.url + delivery("/clock/index.html", _rt="forged").decode()):
-        answer = await content.raw(script, referer=bad)
-        assert answer.code == 401, (bad, answer)
+    for bad in (delivery("/clock/lib/app.js"), b"/api/delivery/_rt=forged/clock/lib/app.js",
+                b"/api/delivery/_rt=/clock/lib/app.js"):
+        assert (await content.raw(bad)).code == 401, bad
+    # Files outside apps are served where they are asked for.
+    answer = await content.raw(delivery("/welcome.txt", _rt=content.rt))
+    assert (answer.code, answer.body) == (200, b"hello, world\n")
+
+
+@pytest_twisted.ensureDeferred
+async def test_delivered_content_is_sandboxed_and_not_sniffed(content: Content) -> None:
+    """Delivery answers carry nosniff and a CSP sandbox (no access to the API's origin),
+    and name no server version."""
+    for target in (delivery("/welcome.txt", _rt=content.rt),
+                   f"/api/delivery/_rt={content.rt}/clock/index.html".encode()):
+        answer = await content.raw(target)
+        assert answer.code == 200, answer
+        assert answer.headers.getRawHeaders(b"x-content-type-options") == [b"nosniff"]
+        [policy] = answer.headers.getRawHeaders(b"content-security-policy")
+        assert policy.startswith(b"sandbox ") and b"allow-same-origin" not in policy
+        assert answer.headers.getRawHeaders(b"server") == [b"exp"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_many_ranges_get_the_whole_file(content: Content) -> None:
+    """A Range of a few parts is answered 206; hundreds of parts get the whole file (200)."""
+    target = delivery("/images/logo.png", _rt=content.rt)
+    answer = await content.raw(target, headers={b"range": b"bytes=0-3,5-9"})
+    assert answer.code == 206, answer
+    many = b"bytes=" + b",".join(b"%d-%d" % (i, i) for i in range(400))
+    answer = await content.raw(target, headers={b"range": many})
+    assert (answer.code, answer.body) == (200, LOGO)
 
 
 @pytest_twisted.ensureDeferred
@@ -350,6 +377,7 @@ async def test_demo_layout_is_served_with_rt(http: Http) -> None:
     assert answer.body.startswith(b"\x89PNG\r\n\x1a\n")
     assert answer.body == demo_layout()
     assert answer.headers.getRawHeaders(b"content-type") == [b"image/png"]
+    assert answer.headers.getRawHeaders(b"x-content-type-options") == [b"nosniff"]
     answer = await http.call("GET", "/api/locations/demo-location/layout")
     assert answer.code == 401, answer
 
@@ -374,6 +402,11 @@ async def test_layout_upload_errors(http: Http, token: str) -> None:
                              token=token)
     assert answer.code == 400, answer
     assert answer.json["code"] == "layout.notImage"
+    svg = b'<svg xmlns="http://www.w3.org/2000/svg"><script>alert(1)</script></svg>'
+    for kind in ("image/svg+xml", "image/x-anything", "text/html"):
+        answer = await http.call("PUT", "/api/locations/demo-location/layout", raw=svg,
+                                 token=token, headers={"Content-Type": kind})
+        assert (answer.code, answer.json["code"]) == (400, "layout.notImage"), kind
     answer = await http.call("PUT", "/api/locations/no-such-location/layout", raw=b"\x89PNG",
                              token=token, headers={"Content-Type": "image/png"})
     assert answer.code == 404, answer

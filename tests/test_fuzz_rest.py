@@ -412,8 +412,9 @@ def assert_sane(request: Request, reply: Reply | None) -> None:
     """
     if reply is None:
         return
-    # A feed whose source is broken is a 502 (README: Feeds), the server's own fault never.
-    feed_source = (reply.status == 502 and is_error_body(reply)
+    # A feed whose source is broken or slow is a 502 or 504 (README: Feeds), the server's
+    # own fault never.
+    feed_source = (reply.status in (502, 504) and is_error_body(reply)
                    and reply.json()["code"].startswith("feed."))
     assert reply.status < 500 or feed_source, reply
     if reply.status >= 400 and not (request.below_api and not reply.body):

@@ -174,7 +174,9 @@ async def test_bad_names_are_runtime_errors(device: ExpService) -> None:
     for call in (lambda: channel.listen(""), lambda: channel.broadcast(""),
                  lambda: channel.listen("x", callback="nope"),  # type: ignore[arg-type]
                  lambda: channel.broadcast("x", timeout=-1),
-                 lambda: channel.listen("x", timeout=-1)):
+                 lambda: channel.listen("x", timeout=-1),
+                 lambda: channel.listen("x", max_queue=0),
+                 lambda: channel.listen("x", max_queue=2.5)):  # type: ignore[arg-type]
         with pytest.raises(RuntimeError):
             await within(call())
 
@@ -257,6 +259,20 @@ async def test_queued_broadcasts_expire_after_max_age(device: ExpService, user: 
     await eventually(lambda: witness.payloads == [1], "the broadcast delivered")
     await sleep(0.5)
     assert await within(listener.wait(0)) is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_queue_keeps_the_newest_max_queue(device: ExpService, user: ExpService) -> None:
+    """A listener nobody waits on keeps its newest max_queue broadcasts, oldest dropped."""
+    channel = device.get_channel("flood")
+    listener = await within(channel.listen("news", max_queue=2))
+    seen = Collect()
+    await within(channel.listen("news", callback=seen))
+    for n in range(5):
+        await within(user.get_channel("flood").broadcast("news", n, timeout=0))
+    await eventually(lambda: len(seen.broadcasts) == 5, "every broadcast arrived")
+    assert [(await within(listener.wait())).payload for _ in range(2)] == [3, 4]
+    assert await within(listener.wait()) is None
 
 
 @pytest_twisted.ensureDeferred

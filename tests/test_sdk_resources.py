@@ -385,6 +385,12 @@ class SearchResource(resource.Resource):
         return json.dumps({"searched": value}).encode("utf-8")
 
 
+@pytest.fixture
+def server_config() -> dict[str, Any]:
+    """The feeds' sources are on loopback: the server may fetch from there."""
+    return {"feed_allow": ["127.0.0.0/8"]}
+
+
 @pytest_twisted.async_yield_fixture()
 async def source() -> AsyncIterator[str]:
     """A little web server that serves JSON feeds."""

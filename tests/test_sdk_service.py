@@ -89,6 +89,13 @@ AUTH = {"token": "t", "expiration": 1, "identity": {}, "api": {}, "network": {}}
     ({"auth": "token"}, "auth"),
     ({"auth": {"token": "t"}}, "expiration"),
     ({"auth": dict(AUTH, identity="me")}, "identity"),
+    ({"auth": dict(AUTH, api={"host": "http://api.example"},
+                   network={"host": "https://ws.example"})}, "http://api.example"),
+    ({**DEVICE, "max_response_size": 0}, "max_response_size"),
+    ({**DEVICE, "max_response_size": 1.5}, "max_response_size"),
+    ({**DEVICE, "max_message_size": -1}, "max_message_size"),
+    ({**DEVICE, "max_message_size": True}, "max_message_size"),
+    ({**DEVICE, "max_message_size": "4M"}, "max_message_size"),
 ])
 def test_bad_options_raise_runtime_error(options: dict[str, Any], named: str) -> None:
     """Missing, contradictory or malformed options raise exp.RuntimeError naming them."""
@@ -159,12 +166,13 @@ async def test_pairing_mode(sdk: Services) -> None:
 @pytest_twisted.ensureDeferred
 async def test_refused_device_with_allow_pairing_falls_back_to_pairing(
         sdk: Services, site: Watched) -> None:
-    """A device whose credentials are refused but allows pairing starts unpaired."""
+    """A device whose credentials are wrong but allows pairing starts unpaired (the server
+    answers such a login with an unpaired identity at once)."""
     service = sdk.start(uuid=DEMO["device_uuid"], secret="wrong", allow_pairing=True)
     auth = await within(service.whenAuthenticated())
     assert auth["identity"]["paired"] is False
     assert service.pairing_code
-    assert site.logins() == 2
+    assert site.logins() == 1
 
 
 def test_auth_before_start_is_a_runtime_error() -> None:
@@ -291,10 +299,10 @@ async def test_online_offline_events_and_cancel(sdk: Services, site: Watched) ->
 
 
 @pytest_twisted.ensureDeferred
-async def test_when_connected_without_network_is_a_runtime_error(sdk: Services) -> None:
-    """whenConnected with enable_network=False raises exp.RuntimeError; REST still works."""
+async def test_when_connected_without_network_is_a_network_error(sdk: Services) -> None:
+    """whenConnected with enable_network=False raises exp.NetworkError; REST still works."""
     service = await sdk.user(enable_network=False)
-    with pytest.raises(RuntimeError, match="enable_network"):
+    with pytest.raises(NetworkError, match="enable_network"):
         service.whenConnected()
     assert not service.is_connected
     assert (await within(service.find_devices())).total >= 1

@@ -7,14 +7,18 @@ No test here waits for real time.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
+from twisted.logger import ILogObserver, globalLogPublisher
+from zope.interface import provider
 
 from exp._options import check_options
-from exp.errors import AuthenticationError, NetworkError
+from exp.errors import AuthenticationError, NetworkError, UnexpectedError
 from exp.twisted._auth import Authenticator
 from exp.twisted._channels import Channel, Listener
 from exp.twisted._events import Events
@@ -22,6 +26,8 @@ from exp.twisted._network import Heartbeat, _reconnect_policy
 
 HOST = "http://login.invalid:1"
 API = "http://api.invalid:2"
+SECURE_HOST = "https://login.invalid:1"
+SECURE_API = "https://api.invalid:2"
 
 
 # -- the heartbeat ---------------------------------------------------------------------
@@ -131,10 +137,30 @@ class StandInService:
         self.removed.append(listener)
 
 
-def make_listener(max_age: float = 60) -> tuple[StandInService, Listener]:
+def make_listener(max_age: float = 60, **options: Any) -> tuple[StandInService, Listener]:
     service = StandInService()
     channel = Channel(service, "lobby")  # type: ignore[arg-type]
-    return service, Listener(service, channel, "hi", max_age)  # type: ignore[arg-type]
+    return service, Listener(service, channel, "hi", max_age,  # type: ignore[arg-type]
+                             **options)
+
+
+@contextmanager
+def listener_log() -> Iterator[list[str]]:
+    """The lines listeners log meanwhile, formatted."""
+    from twisted.logger import formatEvent
+
+    lines: list[str] = []
+
+    @provider(ILogObserver)
+    def observe(event: dict[str, Any]) -> None:
+        if event.get("log_namespace", "").endswith("Listener"):
+            lines.append(formatEvent(event))
+
+    globalLogPublisher.addObserver(observe)
+    try:
+        yield lines
+    finally:
+        globalLogPublisher.removeObserver(observe)
 
 
 def body(payload: Any, name: str = "hi") -> dict[str, Any]:
@@ -223,6 +249,76 @@ def test_listener_cancel_answers_pending_waits_none() -> None:
     assert service.removed == [listener]
 
 
+def test_listener_queue_keeps_the_newest_max_queue() -> None:
+    """
+    A flood on a listener nobody waits on keeps max_queue broadcasts, the
+    oldest dropped first; one line is logged when drops start and one, with
+    the count, when the listener has caught up.
+    """
+    _, listener = make_listener(max_queue=3)
+    with listener_log() as lines:
+        for n in range(1000):
+            listener.receive(body(n))
+        assert len(lines) == 1
+        assert "'hi'" in lines[0] and "'lobby'" in lines[0] and "3" in lines[0]
+        assert [now(listener.wait()).payload for _ in range(3)] == [997, 998, 999]
+        assert now(listener.wait()) is None
+    assert len(lines) == 2
+    assert "997" in lines[1]
+
+
+def test_listener_queue_below_max_queue_drops_and_logs_nothing() -> None:
+    """Up to max_queue queued broadcasts are all kept, and nothing is logged."""
+    _, listener = make_listener(max_queue=3)
+    with listener_log() as lines:
+        for n in range(3):
+            listener.receive(body(n))
+        assert [now(listener.wait()).payload for _ in range(3)] == [0, 1, 2]
+    assert lines == []
+
+
+def test_listener_queue_drops_are_logged_again_after_catching_up() -> None:
+    """A second flood after the queue was emptied is logged as a burst of its own."""
+    _, listener = make_listener(max_queue=2)
+    with listener_log() as lines:
+        for _ in range(2):
+            for n in range(5):
+                listener.receive(body(n))
+            assert [now(listener.wait()).payload for _ in range(2)] == [3, 4]
+        listener.receive(body(9))
+        listener.cancel()
+    assert len(lines) == 4
+    assert all("3 broadcasts" in line for line in lines[1::2])
+
+
+def test_callback_listener_holds_at_most_max_queue_unfinished_callbacks() -> None:
+    """
+    While max_queue callbacks have not finished, a new broadcast is dropped
+    (and logged) instead of starting another; once they finish, callbacks
+    start again.
+    """
+    running: list[tuple[Any, Deferred[None]]] = []
+
+    def slow(broadcast: Any) -> Deferred[None]:
+        d: Deferred[None] = Deferred()
+        running.append((broadcast.payload, d))
+        return d
+
+    _, listener = make_listener(max_queue=2, callback=slow)
+    with listener_log() as lines:
+        for n in range(5):
+            listener.receive(body(n))
+        assert [p for p, _ in running] == [0, 1]
+        assert len(lines) == 1
+        running[0][1].callback(None)
+        listener.receive(body(5))
+        assert [p for p, _ in running] == [0, 1, 5]
+        running[1][1].callback(None)
+        running[2][1].errback(ValueError("the app's own failure"))
+    assert len(lines) == 3  # the start of the drops, the failure, the catching up
+    assert "3 broadcasts" in lines[2]
+
+
 # -- the authenticator ---------------------------------------------------------------
 
 
@@ -256,18 +352,19 @@ class FakeHttp:
         return [url.split("/api/", 1)[1] for url, _ in self.calls]
 
 
-def payload(clock: Clock, token: str, lifetime: float = 3600) -> dict[str, Any]:
+def payload(clock: Clock, token: str, lifetime: float = 3600, api: str = API,
+            network: str = API) -> dict[str, Any]:
     """An auth payload whose token lives C{lifetime} s from the clock's now."""
     return {"token": token, "expiration": (clock.seconds() + lifetime) * 1000,
             "identity": {"type": "user", "uuid": "u", "organization": "scala"},
-            "api": {"host": API}, "network": {"host": API}}
+            "api": {"host": api}, "network": {"host": network}}
 
 
 class Auth:
     """An Authenticator on a Clock with a FakeHttp, recording its events."""
 
     def __init__(self, retry: Any = None, auth_lifetime: float | None = None,
-                 **options: Any) -> None:
+                 host: str = HOST, **options: Any) -> None:
         self.clock = Clock()
         self.clock.advance(1_000_000)
         if auth_lifetime is not None:
@@ -280,14 +377,14 @@ class Auth:
         if not options:
             options = {"username": "u", "password": "p", "organization": "scala"}
         self.auth = Authenticator(
-            check_options(host=HOST, **options), self.http,  # type: ignore[arg-type]
+            check_options(host=host, **options), self.http,  # type: ignore[arg-type]
             self.clock, self.events, retry or (lambda attempt: 10.0 * attempt),
             self.updates.append,
         )
 
-    def login_ok(self, token: str, lifetime: float = 3600) -> Any:
+    def login_ok(self, token: str, lifetime: float = 3600, **hosts: str) -> Any:
         """A scripted 200 whose token lives C{lifetime} s from the time of the call."""
-        return lambda: (200, payload(self.clock, token, lifetime))
+        return lambda: (200, payload(self.clock, token, lifetime, **hosts))
 
     def timer_in(self) -> float:
         """Seconds until the only scheduled call."""
@@ -347,6 +444,51 @@ def test_refused_login_is_fatal_and_never_retried() -> None:
     assert now(a.auth.current()).check(AuthenticationError)
     now(a.auth.rejected("t1")).trap(AuthenticationError)
     assert a.http.paths == ["auth/login"]
+
+
+@pytest.mark.parametrize("downgraded", ["api", "network"])
+def test_https_login_naming_an_http_host_is_fatal_and_never_retried(downgraded: str) -> None:
+    """
+    An https login whose answer names an http API or network host fails with
+    UnexpectedError naming that host, fires one error event, and is not retried.
+    """
+    a = Auth(host=SECURE_HOST)
+    hosts = {"api": SECURE_API, "network": SECURE_API, downgraded: API}
+    a.http.script = [a.login_ok("t1", **hosts)]
+    waiting = a.auth.current()
+    a.auth.start()
+    failure = now(waiting)
+    assert failure.check(UnexpectedError)
+    assert API in str(failure.value) and downgraded in str(failure.value)
+    assert len(a.errors) == 1 and a.errors[0] is failure.value
+    assert a.updates == []
+    a.clock.advance(10 ** 7)
+    assert a.http.paths == ["auth/login"]
+    assert a.clock.getDelayedCalls() == []
+
+
+def test_https_refresh_naming_an_http_host_is_fatal() -> None:
+    """A refresh answer that downgrades to http is refused for good, like a login's."""
+    a = Auth(host=SECURE_HOST)
+    a.http.script = [a.login_ok("t1", api=SECURE_API, network=SECURE_API)]
+    a.auth.start()
+    a.http.script = [a.login_ok("t2", api=SECURE_API, network=API)]
+    a.clock.advance(1800)
+    assert a.http.calls[-1] == (SECURE_API + "/api/auth/token", "t1")
+    assert now(a.auth.current()).check(UnexpectedError)
+    assert len(a.errors) == 1
+    assert [u["token"] for u in a.updates] == ["t1"]
+    a.clock.advance(10 ** 7)
+    assert a.http.paths == ["auth/login", "auth/token"]
+
+
+def test_http_login_may_name_https_hosts() -> None:
+    """Only a downgrade is refused: an http login may send the SDK on over https."""
+    a = Auth()
+    a.http.script = [a.login_ok("t1", api=SECURE_API, network=SECURE_API)]
+    a.auth.start()
+    assert now(a.auth.current())["api"]["host"] == SECURE_API
+    assert a.errors == []
 
 
 def test_transient_login_failures_are_retried_by_the_policy() -> None:

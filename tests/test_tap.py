@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -15,6 +16,8 @@ import zipfile
 from pathlib import Path
 
 import pytest
+
+import exp
 
 from ._processes import STARTUP_TIMEOUT, TWISTD, free_port
 
@@ -46,9 +49,26 @@ def test_exp_server_help_lists_options(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     for option in ("--listen", "--db", "--seed", "--content", "--public-url",
                    "--token-lifetime", "--max-body", "--max-broadcast-timeout",
+                   "--cors-origin",
                    "--max-session-queue", "--max-session-messages", "--max-subscriptions",
                    "--max-sessions-per-identity", "--max-responses", "--max-response-bytes"):
         assert option in result.stdout, option
+
+
+@pytest.mark.parametrize(("plugin", "synopsis_line"), [
+    ("exp", r"^ +--organization O \| --uuid U --api-key K \| --allow-pairing\)$"),
+    ("exp-server", r"^ +\[--seed seed\.json\] \[--content DIR\] \[--public-url URL\]$"),
+])
+def test_help_is_plain_text(tmp_path: Path, plugin: str, synopsis_line: str) -> None:
+    """--help of both plugins shows no epytext markup, and its synopsis line by line."""
+    result = run([*TWISTD, plugin, "--help"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    help_ = result.stdout
+    assert f"{plugin}: run " in help_
+    for markup in ("C{", "L{", "I{"):
+        assert markup not in help_, help_
+    assert not re.search("::$", help_, re.M), help_  # a literal block's marker
+    assert re.search(synopsis_line, help_, re.M), help_
 
 
 def start_server(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], Path]:
@@ -117,7 +137,11 @@ repo, target, command = os.path.realpath(sys.argv[1]), os.path.realpath(sys.argv
 sys.path[:] = [p for p in sys.path if os.path.realpath(p or ".") != repo]
 from twisted.application.service import IServiceMaker
 from twisted.plugin import getPlugins
+from importlib.metadata import distribution
 import exp.server
+dist = distribution("txexp")
+assert os.path.realpath(dist.locate_file("")) == target, dist.locate_file("")
+assert dist.version == exp.__version__, (dist.version, exp.__version__)
 [maker] = [p for p in getPlugins(IServiceMaker) if p.tapname == "exp-server"]
 plugin = sys.modules["twisted.plugins.exp_plugins"].__file__
 for name in (exp.server.__file__, plugin):
@@ -135,15 +159,20 @@ else:
 
 
 def test_wheel_ships_plugin_typing_and_demo(tmp_path: Path) -> None:
-    """The wheel has the twistd plugin, py.typed and the demo; installed alone, twistd finds it."""
+    """
+    The wheel, txexp of exp's version, has the twistd plugin, py.typed and the
+    demo; installed alone, it is found: exp imports, twistd lists the plugin.
+    """
     source = tmp_path / "source"
     shutil.copytree(REPO, source, ignore=_NOT_SOURCE)
     wheels = tmp_path / "wheels"
     result = run([sys.executable, "-m", "pip", "wheel", ".", "--no-deps",
                   "--no-build-isolation", "-q", "-w", str(wheels)], source, timeout=TIMEOUT)
     assert result.returncode == 0, result.stdout + result.stderr
-    [wheel] = wheels.glob("exp-*.whl")
+    [wheel] = wheels.glob("*.whl")
+    assert wheel.name == f"txexp-{exp.__version__}-py3-none-any.whl"
     names = set(zipfile.ZipFile(wheel).namelist())
+    assert f"txexp-{exp.__version__}.dist-info/METADATA" in names
     assert {"twisted/plugins/exp_plugins.py", "exp/py.typed",
             "exp/server/demo/seed.json"} <= names
     assert "twisted/plugins/__init__.py" not in names

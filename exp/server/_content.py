@@ -121,3 +121,21 @@ def resolve(root: str, path: str, variant: str | None = None) -> str | None:
     if not candidate.startswith(real_root + os.sep) or not os.path.isfile(candidate):
         return None
     return candidate
+
+
+def resolve_in_app(root: str, path: str, variant: str | None = None
+                   ) -> tuple[str | None, bool]:
+    """
+    L{resolve}, and whether the file is one of an app's (a folder above it,
+    inside C{root}, holds a L{APP_MANIFEST}).
+    """
+    filename = resolve(root, path, variant)
+    if filename is None:
+        return None, False
+    real_root = os.path.realpath(root)
+    folder = os.path.dirname(filename)
+    while folder.startswith(real_root + os.sep):
+        if os.path.isfile(os.path.join(folder, APP_MANIFEST)):
+            return filename, True
+        folder = os.path.dirname(folder)
+    return filename, False

@@ -114,7 +114,7 @@ class PostgreSQLStorage:
             from psycopg_pool import AsyncConnectionPool
         except ImportError:
             return fail(Unavailable(
-                "PostgreSQL storage needs psycopg: pip install 'exp[postgresql]'"))
+                "PostgreSQL storage needs psycopg: pip install 'txexp[postgresql]'"))
 
         async def connect() -> None:
             pool = AsyncConnectionPool(self.url, min_size=1, max_size=self._pool_size,

@@ -99,12 +99,21 @@ def _sort(params: Mapping[str, Sequence[str]]) -> str | None:
 
 
 def _match(node: Any, path: list[str], want: str) -> bool:
-    if isinstance(node, list):
-        return any(_match(item, path, want) for item in node)
-    if not path:
-        return _equal(node, want)
-    if isinstance(node, dict) and path[0] in node:
-        return _match(node[path[0]], path[1:], want)
+    """
+    Whether C{node} has C{want} at C{path}, through lists at any level.
+    Iterative, so that no nesting of a document or length of a path can
+    exhaust the stack.
+    """
+    stack = [(node, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, list):
+            stack.extend((item, depth) for item in node)
+        elif depth == len(path):
+            if _equal(node, want):
+                return True
+        elif isinstance(node, dict) and path[depth] in node:
+            stack.append((node[path[depth]], depth + 1))
     return False
 
 

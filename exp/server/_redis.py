@@ -73,7 +73,7 @@ class RedisHub(LocalHub):
             from redis.asyncio.retry import Retry
             from redis.backoff import NoBackoff
         except ImportError:
-            return fail(Unavailable("the Redis hub needs redis-py: pip install 'exp[redis]'"))
+            return fail(Unavailable("the Redis hub needs redis-py: pip install 'txexp[redis]'"))
         self._thread = loop_thread(self._reactor)
 
         async def connect() -> None:

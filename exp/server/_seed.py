@@ -12,12 +12,11 @@ from __future__ import annotations
 import json
 import os
 import uuid as uuidlib
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import attrs
-from twisted.internet.threads import deferToThread
 
-from exp.server._auth import hash_password
 from exp.server._storage import IStorage, dumps
 
 RESOURCES = ("things", "experiences", "locations", "feeds")
@@ -190,10 +189,13 @@ async def _mark(storage: IStorage, organization: str, what: str) -> None:
     await storage.insert(organization, "seeded", {"uuid": what}, replace_uuid=False)
 
 
-async def apply_seed(storage: IStorage, organizations: list[Organization]) -> None:
+async def apply_seed(storage: IStorage, organizations: list[Organization],
+                     hash_password: Callable[[str], Awaitable[str]]) -> None:
     """
     Store what the seed declares and this database has never been seeded
     with; nothing already there is changed.
+
+    @param hash_password: hashes a user's password.
     """
     for org in organizations:
         name = org.name
@@ -202,7 +204,7 @@ async def apply_seed(storage: IStorage, organizations: list[Organization]) -> No
             what = f"users:{key}"
             if await storage.get(name, "users", key) is None and not await _seeded(
                     storage, name, what):
-                hashed = await deferToThread(hash_password, user["password"])
+                hashed = await hash_password(user["password"])
                 document = {k: v for k, v in user.items() if k != "password"}
                 document.update(uuid=key, id=str(uuidlib.uuid4()), passwordHash=hashed)
                 await storage.insert(name, "users", document, replace_uuid=False)

@@ -8,19 +8,18 @@ from __future__ import annotations
 import functools
 import json
 import math
-import re
 import secrets
 import uuid as uuidlib
+from collections.abc import Sequence
 from importlib import resources as importlib_resources
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import quote
 
 import attrs
-from treq.client import HTTPClient
+from twisted.internet.task import LoopingCall
 from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
 from twisted.web import http, resource, server, static
-from twisted.web.client import Agent, HTTPConnectionPool
 
 from exp.protocol import (
     ChannelId,
@@ -35,17 +34,21 @@ from exp.server._auth import (
     CONSUMER_APP,
     DEVICE,
     NO_ORGANIZATION,
+    PASSWORD_COST,
     USER,
     Identity,
+    PasswordHasher,
     TokenIssuer,
     channel_allowed,
-    check_password,
-    hash_password,
+    needs_rehash,
     new_secret,
     pairing_code,
     same_secret,
 )
+from exp.server._cors import ANY as ANY_ORIGIN
+from exp.server._cors import CORS, normalize_origins
 from exp.server._hub import MAX_RESPONSE_BYTES, MAX_RESPONSES, IHub, LocalHub
+from exp.server._limits import Lockouts, TokenBuckets, too_many
 from exp.server._network import (
     MAX_SESSION_MESSAGES,
     MAX_SESSION_QUEUE,
@@ -64,14 +67,17 @@ from exp.server._seed import (
     resource_defaults,
     user_uuid,
 )
-from exp.server._storage import Document, IStorage, SQLiteStorage
+from exp.server._storage import Document, IStorage, SQLiteStorage, dumps
 from exp.server._web import (
     ApiRequest,
+    DeadlineChannel,
     Delegate,
     HttpError,
     LimitedRequest,
     NotFound,
+    PeerLimit,
     Raw,
+    Redirect,
     Router,
     access_log_formatter,
     bad_request,
@@ -85,15 +91,13 @@ RESOURCE_PATHS = {
     "locations": "locations",
     "connectors/feeds": "feeds",
 }
+#: Seconds between two purges of the expired pairing codes.
+PAIRINGS_PURGE_INTERVAL = 60.0
 #: The uuid of a device login that has none (it asks to pair).
 _NO_UUID = "_"
 #: The furthest ahead (seconds) a login token's C{exp} may be: the official
 #: JS SDK signs C{iat + 24 h}; five minutes more for clocks that disagree.
 LOGIN_TOKEN_HORIZON = 86400.0 + 300.0
-#: A layout's media type: C{image/} and a subtype (RFC 6838), lowercased.
-_IMAGE_TYPE = re.compile(r"image/[a-z0-9][a-z0-9!#$&^_.+-]{0,126}")
-#: Checked against when a user is unknown, so that answers take as long.
-_DUMMY_HASH = hash_password(secrets.token_hex(8))
 
 
 @attrs.define
@@ -104,6 +108,13 @@ class ServerConfig:
     @ivar public_url: the URL clients are told to use for REST and the
         network; by default the scheme and Host of each login request.
     @ivar content: the content folder of organizations whose seed names none.
+    @ivar feed_allow: CIDR ranges feeds may be fetched from although they are
+        not public (loopback, private, ...): C{--feed-allow}.
+    @ivar feed_timeout: seconds for a whole feed fetch, body included.
+    @ivar feed_max_bytes: the largest feed source, as received and as
+        decompressed.
+    @ivar cors_origins: the origins whose web pages may call the API and
+        poll the network (C{"*"}: any; none: no cross-origin page).
     @ivar max_session_queue: bytes of packets a network session may have
         waiting for its client (not polled, or not read off its WebSocket);
         past it the session is closed.
@@ -124,6 +135,28 @@ class ServerConfig:
     ping_interval: float = 25.0
     ping_timeout: float = 20.0
     access_log: bool = True
+    #: scrypt's cost for passwords, as log2 of N (hashes of a lower cost are
+    #: redone at the next login).
+    password_cost: int = PASSWORD_COST
+    #: Failed logins and pairing attempts a peer address may make a minute.
+    failures_per_minute: float = 30.0
+    #: Failed logins (or pairing codes) of one account that lock it ...
+    lockout_failures: int = 10
+    #: ... for this many seconds.
+    lockout_seconds: float = 300.0
+    #: Unpaired device logins a peer address may make a minute.
+    unpaired_logins_per_minute: float = 30.0
+    #: Seconds a pairing code is good for.
+    pairing_code_lifetime: float = 900.0
+    #: Seconds a request's head may take from its first byte.
+    head_timeout: float = 10.0
+    #: Connections one peer address may hold open at once (0: no limit).
+    max_connections_per_peer: int = 1000
+    feed_allow: Sequence[str] = ()
+    feed_timeout: float = _feeds.FETCH_TIMEOUT
+    feed_max_bytes: int = _feeds.MAX_FEED_BYTES
+    cors_origins: tuple[str, ...] = attrs.field(default=(ANY_ORIGIN,),
+                                                converter=normalize_origins)
     max_session_queue: int = MAX_SESSION_QUEUE
     max_session_messages: int = MAX_SESSION_MESSAGES
     max_subscriptions: int = MAX_SUBSCRIPTIONS
@@ -149,19 +182,26 @@ def _public_item(document: Document) -> Document:
     return {"group": document["group"], "key": document["key"], "value": document["value"]}
 
 
-def _referring_token(req: ApiRequest) -> str | None:
-    """
-    The C{_rt} of the delivery URL that refers to C{req}: an app's
-    C{index.html} loads its own files by relative URLs, which carry no token.
-    """
-    referer = req.header("referer")
-    if not referer:
-        return None
-    parts = urlsplit(referer)
-    if not parts.path.startswith("/api/delivery/"):
-        return None
-    values = parse_qs(parts.query).get("_rt")
-    return values[-1] if values else None
+#: The first segment of a delivery path that carries the restricted token,
+#: C{/api/delivery/_rt=<token>/<path>}: an app's files, loaded by relative
+#: URLs from its C{index.html}, carry it so.
+PATH_TOKEN = "_rt="
+#: What delivered content may do in a browser: run as a page of its own
+#: origin-less sandbox, never as the API's origin (whose pages hold tokens).
+CONTENT_POLICY = b"sandbox allow-scripts allow-forms allow-popups allow-modals allow-downloads"
+#: Past this many parts, a Range header is ignored and the whole file served.
+MAX_RANGES = 8
+#: Layout images: raster types only (an SVG is a document that can run scripts).
+LAYOUT_TYPES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp", "image/bmp",
+                          "image/avif", "image/tiff"})
+
+
+def _split_path_token(path: str) -> tuple[str | None, str]:
+    """C{(token, path)} of a delivery path that starts with L{PATH_TOKEN}."""
+    if not path.startswith(PATH_TOKEN):
+        return None, path
+    token, _, rest = path[len(PATH_TOKEN):].partition("/")
+    return token, rest
 
 
 def make_storage(db: str, reactor: Any = None) -> IStorage:
@@ -203,9 +243,16 @@ class ExpServer:
         self.hub: IHub = hub if hub is not None else LocalHub(reactor)
         self._seed = seed or []
         self._content_roots = {org.name: org.content for org in self._seed if org.content}
-        self._pool = HTTPConnectionPool(reactor, persistent=True)
-        self.http = HTTPClient(Agent(reactor, pool=self._pool))
+        self.feeds = _feeds.FeedFetcher(reactor, _feeds.FeedPolicy.of(
+            self.config.feed_allow, self.config.feed_timeout, self.config.feed_max_bytes))
         self.tokens: TokenIssuer | None = None
+        self.passwords = PasswordHasher(reactor, self.config.password_cost)
+        self._failures = TokenBuckets(reactor, self.config.failures_per_minute)
+        self._unpaired = TokenBuckets(reactor, self.config.unpaired_logins_per_minute)
+        self._lockouts = Lockouts(reactor, self.config.lockout_failures,
+                                  self.config.lockout_seconds)
+        self._purge = LoopingCall(self._purge_pairings)
+        self._purge.clock = reactor
         self.revocations = Revocations(storage, self.hub, reactor, self.config.token_lifetime,
                                        self._revoked)
         self.router = Router()
@@ -227,32 +274,50 @@ class ExpServer:
         await self.storage.open()
         key = await self.storage.setting("signingKey", lambda: secrets.token_urlsafe(48))
         self.tokens = TokenIssuer(key, self.config.token_lifetime)
-        await apply_seed(self.storage, self._seed)
+        self.passwords.start()
+        await apply_seed(self.storage, self._seed, self.passwords.hash)
         await self.hub.open(await self.storage.setting("deployment", lambda: uuidlib.uuid4().hex))
         await self.revocations.start()
+        self._purge.start(PAIRINGS_PURGE_INTERVAL, now=False)
 
     async def stop(self) -> None:
         """Close outgoing connections, the hub and the storage."""
         self.revocations.stop()
+        if self._purge.running:
+            self._purge.stop()
         self.network.close_all()
         await self.hub.close()
-        await self._pool.closeCachedConnections()
+        await self.feeds.close()
         await self.storage.close()
+        self.passwords.stop()
 
     def resource(self) -> resource.Resource:
         """The root of the server's web tree."""
         root = _Root()
-        root.putChild(b"api", self.router)
-        root.putChild(b"socket.io", EngineIOResource(self.network))
+        origins = self.config.cors_origins
+        methods = {method for method, _ in self.router.routes()}
+        root.putChild(b"api", CORS(self.router, origins, methods))
+        root.putChild(b"socket.io", CORS(EngineIOResource(self.network), origins, ["GET", "POST"]))
         return root
 
     def site(self) -> server.Site:
+        """The twisted.web C{Site} of L{resource}."""
         kind = server.Site if self.config.access_log else _QuietSite
         site = kind(self.resource(), requestFactory=LimitedRequest,
                     logFormatter=access_log_formatter)
         site.max_body = self.config.max_body  # type: ignore[attr-defined]
         site.displayTracebacks = False
+        site.protocol = self._http_channel  # type: ignore[assignment]
         return site
+
+    def _http_channel(self) -> DeadlineChannel:
+        channel = DeadlineChannel()
+        channel.head_timeout = self.config.head_timeout
+        return channel
+
+    def factory(self) -> PeerLimit:
+        """What to listen with: L{site}, with at most so many connections per peer."""
+        return PeerLimit(self.site(), self.config.max_connections_per_peer)
 
     # -- identities and permissions ---------------------------------------
 
@@ -288,7 +353,8 @@ class ExpServer:
             host = f"{address.host}:{address.port}"
         return f"{scheme}://{host}"
 
-    def _identify(self, req: ApiRequest, restricted_ok: bool = False) -> Identity:
+    def _identify(self, req: ApiRequest, restricted_ok: bool = False,
+                  path_token: str | None = None) -> Identity:
         header = req.header("authorization") or ""
         token: str | None = None
         if header:
@@ -297,7 +363,7 @@ class ExpServer:
                 raise _unauthorized("the Authorization header must be 'Bearer <token>'")
             token = value.strip()
         elif restricted_ok:
-            token = req.param("_rt") or _referring_token(req)
+            token = req.param("_rt") or path_token
         if not token:
             raise _unauthorized("this call needs a token", "auth.required")
         try:
@@ -376,12 +442,31 @@ class ExpServer:
     async def login(self, req: ApiRequest) -> Any:
         body = req.document()
         if "token" in body:
-            identity = await self._token_login(body["token"])
+            identity = await self._token_login(body["token"], req.peer)
         else:
-            identity = await self._user_login(body)
+            identity = await self._user_login(body, req.peer)
         return self._issue(identity, req)
 
-    async def _user_login(self, body: Document) -> Identity:
+    def _check_budget(self, peer: str, account: str) -> None:
+        """
+        Refuse an attempt of C{peer} on C{account} while the account is locked
+        or the peer has used up its failures.
+
+        @raise HttpError: 429, with C{Retry-After}.
+        """
+        locked = self._lockouts.locked(account)
+        if locked:
+            raise too_many("too many failed attempts on this account; it is locked for now",
+                           locked, "auth.locked")
+        wait = self._failures.wait(peer)
+        if wait:
+            raise too_many("too many failed attempts from this address; slow down", wait)
+
+    def _failed(self, peer: str, account: str) -> None:
+        self._failures.take(peer)
+        self._lockouts.failed(account)
+
+    async def _user_login(self, body: Document, peer: str) -> Identity:
         if body.get("type", USER) != USER:
             raise bad_request("auth.invalidRequest", "login needs a user's credentials or a token")
         fields = {k: body.get(k) for k in ("username", "password", "organization")}
@@ -390,15 +475,23 @@ class ExpServer:
             raise bad_request("auth.invalidRequest",
                               f"a user login needs {', '.join(missing)} (strings)")
         username, password, organization = (str(v) for v in fields.values())
+        account = dumps([USER, organization, user_uuid(username)])
+        self._check_budget(peer, account)
         user = await self.storage.get(organization, "users", user_uuid(username))
-        stored = user["passwordHash"] if user else _DUMMY_HASH
-        good = await deferToThread(check_password, password, stored)
+        # Checked even for an unknown user, so that the answer takes as long.
+        good = await self.passwords.check(password, user["passwordHash"] if user else None)
         if user is None or not good:
+            self._failed(peer, account)
             raise _unauthorized("wrong username, password or organization",
                                 "auth.invalidCredentials")
+        self._lockouts.succeeded(account)
+        if needs_rehash(user["passwordHash"], self.passwords.cost):
+            rehashed = await self.passwords.hash(password)
+            await self.storage.update(organization, "users", user["uuid"],
+                                      {"passwordHash": rehashed})
         return Identity(USER, user["id"], organization, username=user["username"])
 
-    async def _token_login(self, token: Any) -> Identity:
+    async def _token_login(self, token: Any, peer: str) -> Identity:
         try:
             claims = unverified_claims(token)
         except InvalidToken as e:
@@ -413,6 +506,9 @@ class ExpServer:
         collection, secret_field = (
             ("devices", "secret") if kind == DEVICE else ("consumerApps", "apiKey")
         )
+        account = dumps([kind, uuid])
+        if uuid != _NO_UUID and not pairing:
+            self._check_budget(peer, account)
         candidates = [] if uuid == _NO_UUID else await self.storage.lookup(
             collection, uuid)
         for organization, document in candidates:
@@ -428,7 +524,12 @@ class ExpServer:
             # Credentials missing ("_"), wrong or deleted: the official
             # clients sign with whatever secret they have, and expect to be
             # let in unpaired.  An unpaired identity may do nothing but wait.
+            wait = self._unpaired.wait(peer)
+            if wait:
+                raise too_many("too many unpaired logins from this address; slow down", wait)
+            self._unpaired.take(peer)
             return await self._pairing_identity()
+        self._failed(peer, account)
         raise _unauthorized("the login token's credentials are wrong or expired",
                             "auth.invalidCredentials")
 
@@ -455,9 +556,11 @@ class ExpServer:
         identity_uuid = f"pairing-{secrets.token_hex(12)}"
         for _ in range(20):
             code = pairing_code()
+            expires = self.reactor.seconds() + self.config.pairing_code_lifetime
             stored = await self.storage.insert(
                 NO_ORGANIZATION, "pairings",
-                {"uuid": code, "identity": identity_uuid}, replace_uuid=False,
+                {"uuid": code, "identity": identity_uuid, "expires": expires},
+                replace_uuid=False,
             )
             if stored is not None:
                 return Identity(DEVICE, identity_uuid, NO_ORGANIZATION, paired=False,
@@ -469,9 +572,8 @@ class ExpServer:
         if identity.type == USER:
             exists = await self._user_exists(identity)
         elif identity.is_pairing:
-            exists = await self.storage.get(
-                NO_ORGANIZATION, "pairings", identity.pairing_code or ""
-            ) is not None
+            exists = self._live_pairing(await self.storage.get(
+                NO_ORGANIZATION, "pairings", identity.pairing_code or ""))
         else:
             collection = "devices" if identity.type == DEVICE else "consumerApps"
             exists = await self.storage.get(
@@ -487,15 +589,34 @@ class ExpServer:
         )
         return user is not None and user.get("id") == identity.uuid
 
+    def _live_pairing(self, pairing: Document | None) -> bool:
+        """Whether C{pairing} is a pairing code that has not expired."""
+        return pairing is not None and float(pairing.get("expires", math.inf)) > (
+            self.reactor.seconds())
+
+    async def _purge_pairings(self) -> None:
+        """Remove the pairing codes that have expired."""
+        try:
+            pairings, _ = await self.storage.find(NO_ORGANIZATION, "pairings", Query())
+            for pairing in pairings:
+                if not self._live_pairing(pairing):
+                    await self.storage.delete(NO_ORGANIZATION, "pairings", pairing["uuid"])
+        except Exception:
+            self._log.failure("could not purge the expired pairing codes")
+
     async def pair(self, req: ApiRequest) -> Any:
         identity = self._writer(req)
         body = req.document()
         code = body.pop("pairingCode", None)
         if not isinstance(code, str) or not code:
             raise bad_request("pairing.codeRequired", "pairing needs a pairingCode")
+        account = dumps(list(key_of(identity)))
+        self._check_budget(req.peer, account)
         pairing = await self.storage.delete(NO_ORGANIZATION, "pairings", code.strip().upper())
-        if pairing is None:
+        if not self._live_pairing(pairing):
+            self._failed(req.peer, account)
             raise HttpError(404, "pairing.notFound", "no device is waiting with that code")
+        assert pairing is not None
         if not isinstance(body.get("secret"), str) or not body["secret"]:
             body["secret"] = new_secret()
         device = await self.storage.insert(identity.organization, "devices",
@@ -593,14 +714,17 @@ class ExpServer:
         blob = await self.storage.get_blob(identity.organization, f"layout:{req.match['uuid']}")
         if blob is None:
             raise HttpError(404, "layout.notFound", "this location has no layout image")
+        req.http.setHeader(b"x-content-type-options", b"nosniff")
+        req.http.setHeader(b"content-security-policy", CONTENT_POLICY)
         return Raw(*blob)
 
     async def put_layout(self, req: ApiRequest) -> Any:
         identity = self._writer(req)
         uuid = req.match["uuid"]
         content_type = (req.header("content-type") or "").split(";")[0].strip().lower()
-        if not _IMAGE_TYPE.fullmatch(content_type):
-            raise bad_request("layout.notImage", "a layout is uploaded as image/* bytes")
+        if content_type not in LAYOUT_TYPES:
+            raise bad_request("layout.notImage", "a layout is uploaded as the bytes of a "
+                              f"raster image: {', '.join(sorted(LAYOUT_TYPES))}")
         image = req.body_bytes()
         if not image:
             raise bad_request("request.bodyRequired", "the layout image is empty")
@@ -615,7 +739,7 @@ class ExpServer:
         feed = await self.storage.get(identity.organization, "feeds", uuid)
         if feed is None:
             raise _not_found(f"feed {uuid}")
-        return await _feeds.fetch(self.http, feed, req.param("searchValue"))
+        return await self.feeds.fetch(feed, req.param("searchValue"))
 
     # -- data -----------------------------------------------------------------
 
@@ -687,16 +811,28 @@ class ExpServer:
         raise _not_found(f"content {uuid}")
 
     async def delivery(self, req: ApiRequest) -> Any:
-        identity = self._identify(req, restricted_ok=True)
+        path_token, path = _split_path_token(req.match["path"])
+        identity = self._identify(req, restricted_ok=True, path_token=path_token)
         if identity.is_pairing:
             raise _forbidden("an unpaired device can only wait to be paired", "device.unpaired")
         root = self._content_root(identity)
-        path = req.match["path"]
-        filename = None
+        filename = in_app = None
         if root is not None:
-            filename = await deferToThread(_content.resolve, root, path, req.param("variant"))
+            filename, in_app = await deferToThread(_content.resolve_in_app, root, path,
+                                                   req.param("variant"))
         if filename is None:
             raise _not_found(f"content {path}")
+        query_token = req.param("_rt")
+        if in_app and query_token and path_token is None:
+            # The app's own files are loaded by URLs relative to this one:
+            # move the token into the path, where they find it.
+            return Redirect(f"/api/delivery/{PATH_TOKEN}{quote(query_token, safe='')}/"
+                            f"{quote(path.lstrip('/'))}")
+        req.http.setHeader(b"x-content-type-options", b"nosniff")
+        req.http.setHeader(b"content-security-policy", CONTENT_POLICY)
+        ranges = req.header("range")
+        if ranges is not None and ranges.count(",") >= MAX_RANGES:
+            req.http.requestHeaders.removeHeader(b"range")
         return Delegate(static.File(filename))
 
     # -- logs and the network's REST side -------------------------------------

@@ -8,6 +8,7 @@ from __future__ import annotations
 import inspect
 import json
 import re
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from io import BytesIO
 from typing import Any
@@ -15,7 +16,10 @@ from urllib.parse import parse_qs, unquote, unquote_plus
 
 import attrs
 from twisted.internet.defer import CancelledError, ensureDeferred
+from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
+from twisted.protocols import policies
+from twisted.python.failure import Failure
 from twisted.web import http, resource, server
 
 from exp.protocol import strict_json
@@ -32,6 +36,8 @@ class HttpError(Exception):
         self.status = status
         self.code = code
         self.message = message
+        #: Headers of the answer (C{Retry-After}, ...).
+        self.headers: dict[bytes, bytes] = {}
 
 
 def bad_request(code: str, message: str) -> HttpError:
@@ -44,6 +50,13 @@ class Raw:
 
     content_type: str
     body: bytes
+
+
+@attrs.frozen
+class Redirect:
+    """A 302 answer to C{location}."""
+
+    location: str
 
 
 @attrs.frozen
@@ -65,6 +78,11 @@ class ApiRequest:
     def param(self, name: str) -> str | None:
         values = self.params.get(name)
         return values[-1] if values else None
+
+    @property
+    def peer(self) -> str:
+        """The address the request came from (what budgets per peer count)."""
+        return str(getattr(self.http.getClientAddress(), "host", "local"))
 
     def header(self, name: str) -> str | None:
         # As bytes: Twisted's str headers raise on bytes that are not UTF-8.
@@ -206,6 +224,8 @@ def _finished(request: server.Request) -> bool:
 
 def _write_error(request: server.Request, error: HttpError) -> None:
     request.setResponseCode(error.status)
+    for name, value in error.headers.items():
+        request.setHeader(name, value)
     _write_json(request, {"code": error.code, "message": error.message})
 
 
@@ -228,6 +248,11 @@ def _write_answer(request: server.Request, answer: Any) -> None:
             request.write(body)
             request.finish()
         return
+    if isinstance(answer, Redirect):
+        request.redirect(answer.location.encode("utf-8"))
+        request.setHeader(b"content-length", b"0")
+        request.finish()
+        return
     if isinstance(answer, Raw):
         request.setHeader(b"content-type", answer.content_type.encode("ascii"))
         request.setHeader(b"content-length", str(len(answer.body)).encode("ascii"))
@@ -245,11 +270,23 @@ def _write_answer(request: server.Request, answer: Any) -> None:
 _SKIP_FORMS = "parsePOSTFormSubmission" in inspect.signature(server.Request.__init__).parameters
 
 
+#: The C{Server} header: no product version for a scanner to match.
+SERVER_BANNER = b"exp"
+
+
 class LimitedRequest(server.Request):
-    """A request that refuses to buffer a body over the site's limit."""
+    """
+    A request that refuses to buffer a body over the site's limit, and whose
+    answer names no server version.
+    """
 
     body_too_large = False
     _received = 0
+
+    def write(self, data: bytes) -> None:
+        if not self.startedWriting:
+            self.responseHeaders.setRawHeaders(b"server", [SERVER_BANNER])
+        super().write(data)
 
     def __init__(self, channel: Any, *args: Any, **kwargs: Any) -> None:
         if _SKIP_FORMS:
@@ -289,6 +326,7 @@ class NotFound(resource.Resource):
                           ).encode("utf-8")
 
 
+_PATH_TOKEN = re.compile(rb"/_rt=[^/]*")
 #: Query parameters whose values the access log never shows.
 #: C{sid} is an Engine.IO session's id, which lets whoever holds it (with
 #: a token of its identity) poll that session.
@@ -296,10 +334,14 @@ REDACTED_PARAMETERS = frozenset({"token", "_rt", "secret", "apiKey", "password",
 
 
 def redact_uri(uri: bytes) -> bytes:
-    """C{uri} with the values of L{REDACTED_PARAMETERS} replaced by C{<redacted>}."""
+    """
+    C{uri} with the values of L{REDACTED_PARAMETERS} replaced by C{<redacted>},
+    and the token of a delivery path (C{/_rt=<token>/}) too.
+    """
     path, question, rest = uri.partition(b"?")
+    path = _PATH_TOKEN.sub(b"/_rt=<redacted>", path)
     if not question:
-        return uri
+        return path
     query, hash_, fragment = rest.partition(b"#")
     fields = []
     for field in query.split(b"&"):
@@ -336,3 +378,79 @@ def access_log_formatter(timestamp: str, request: server.Request) -> str:
     URLs (C{_rt}) and socket handshakes (C{token}) carry in the query redacted.
     """
     return str(http.combinedLogFormatter(timestamp, _Redacted(request)))
+
+
+class DeadlineChannel(http.HTTPChannel):
+    """
+    An HTTP channel that gives each request's head (request line and
+    headers) C{head_timeout} seconds from its first byte: a client that
+    trickles header lines to hold the connection open is answered 408 and
+    cut off.  Idle connections between requests keep Twisted's idle timeout.
+    """
+
+    head_timeout = 10.0
+    _head_clock: Any = None
+    _past_head = False
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._head_clock is None and not self._past_head:
+            self._head_clock = self.callLater(self.head_timeout, self._head_expired)
+        super().dataReceived(data)
+
+    def allHeadersReceived(self) -> None:
+        self._stop_head_clock()
+        self._past_head = True
+        super().allHeadersReceived()
+
+    def requestDone(self, request: http.Request) -> None:
+        self._past_head = False
+        super().requestDone(request)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self._stop_head_clock()
+        super().connectionLost(reason)
+
+    def _stop_head_clock(self) -> None:
+        if self._head_clock is not None and self._head_clock.active():
+            self._head_clock.cancel()
+        self._head_clock = None
+
+    def _head_expired(self) -> None:
+        self._head_clock = None
+        assert self.transport is not None
+        _log.info("{peer} sent no complete request head in {seconds:g} s; closing",
+                  peer=self.transport.getPeer(), seconds=self.head_timeout)
+        self.transport.write(b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\n"
+                             b"Content-Length: 0\r\n\r\n")
+        self.loseConnection()
+
+
+class PeerLimit(policies.WrappingFactory):
+    """
+    At most C{limit} connections at once from one peer address (0: no
+    limit); a connection past it is closed at once, and logged.
+    """
+
+    def __init__(self, site: server.Site, limit: int) -> None:
+        super().__init__(site)
+        self.site = site
+        self.limit = limit
+        self._peers: Counter[str] = Counter()
+
+    def buildProtocol(self, addr: Any) -> Any:
+        host = str(getattr(addr, "host", ""))
+        if self.limit and self._peers[host] >= self.limit:
+            _log.info("refused a connection from {peer}: it has {count} open already",
+                      peer=host, count=self._peers[host])
+            return None
+        protocol = super().buildProtocol(addr)
+        if protocol is not None:
+            self._peers[host] += 1
+        return protocol
+
+    def unregisterProtocol(self, p: Any) -> None:
+        super().unregisterProtocol(p)
+        host = str(getattr(p.getPeer(), "host", ""))
+        self._peers[host] -= 1
+        if self._peers[host] <= 0:
+            del self._peers[host]

@@ -4,6 +4,10 @@ C{twistd exp-server}: run the local EXP server::
     twistd -n exp-server [--listen tcp:9000:interface=127.0.0.1] [--db exp.sqlite3]
                          [--seed seed.json] [--content DIR] [--public-url URL]
 
+The REST API and the real-time network share one port; the documents are
+stored in SQLite (or PostgreSQL, below).  Without C{--seed} the demo seed
+is loaded.
+
 Several processes serve one site when they share a PostgreSQL database and
 a Redis::
 
@@ -13,6 +17,7 @@ a Redis::
 from __future__ import annotations
 
 import importlib
+import ipaddress
 import os
 from typing import Any
 
@@ -23,6 +28,12 @@ from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 from twisted.python import usage
 
+from exp._usage import Options as PlainOptions
+from exp._usage import plain_text
+from exp.server._auth import PASSWORD_COST
+from exp.server._cors import ANY as ANY_ORIGIN
+from exp.server._cors import normalize_origin
+from exp.server._feeds import FETCH_TIMEOUT, MAX_FEED_BYTES
 from exp.server._hub import MAX_RESPONSE_BYTES, MAX_RESPONSES
 from exp.server._network import (
     MAX_SESSION_MESSAGES,
@@ -47,12 +58,22 @@ def _positive(kind: type, name: str) -> Any:
     return parse
 
 
-class Options(usage.Options):
+def _between(low: int, high: int, name: str) -> Any:
+    def parse(value: str) -> int:
+        try:
+            number = int(value)
+        except ValueError:
+            raise usage.UsageError(f"--{name} must be a whole number, not {value!r}") from None
+        if not low <= number <= high:
+            raise usage.UsageError(f"--{name} must be from {low} to {high}")
+        return number
+
+    return parse
+
+
+class Options(PlainOptions):
     synopsis = "[options]"
-    longdesc = (
-        "Run the local EXP server: REST API and real-time network on one port, "
-        "stored in SQLite. Without --seed the demo seed is loaded."
-    )
+    description = plain_text(__doc__)
     optFlags = [
         ["no-access-log", None, "Write no line per HTTP request to the log."],
     ]
@@ -76,6 +97,33 @@ class Options(usage.Options):
          _positive(int, "max-body")],
         ["max-broadcast-timeout", None, 60.0, "Longest broadcast timeout in seconds.",
          _positive(float, "max-broadcast-timeout")],
+        ["password-cost", None, PASSWORD_COST,
+         "scrypt cost of password hashes, as log2 of N (10 to 20); cheaper stored hashes "
+         "are redone at the next login.", _between(10, 20, "password-cost")],
+        ["failures-per-minute", None, 30.0,
+         "Failed logins and pairing attempts a peer address may make a minute (then 429).",
+         _positive(float, "failures-per-minute")],
+        ["lockout-failures", None, 10,
+         "Failed logins (or pairing codes) that lock an account...",
+         _positive(int, "lockout-failures")],
+        ["lockout-seconds", None, 300.0, "...for this many seconds.",
+         _positive(float, "lockout-seconds")],
+        ["unpaired-logins-per-minute", None, 30.0,
+         "Unpaired device logins a peer address may make a minute (then 429).",
+         _positive(float, "unpaired-logins-per-minute")],
+        ["pairing-code-lifetime", None, 900.0, "Seconds a pairing code is good for.",
+         _positive(float, "pairing-code-lifetime")],
+        ["head-timeout", None, 10.0,
+         "Seconds a request's head (request line and headers) may take from its first "
+         "byte (then 408).", _positive(float, "head-timeout")],
+        ["max-connections-per-peer", None, 1000,
+         "Connections one peer address may hold open at once (0: no limit).",
+         _between(0, 10**6, "max-connections-per-peer")],
+        ["feed-timeout", None, FETCH_TIMEOUT,
+         "Seconds for a whole feed fetch, body included.", _positive(float, "feed-timeout")],
+        ["feed-max-bytes", None, MAX_FEED_BYTES,
+         "Largest feed source in bytes, as received and as decompressed.",
+         _positive(int, "feed-max-bytes")],
         ["max-session-queue", None, MAX_SESSION_QUEUE,
          "Bytes a network session may have waiting for its client (not polled, or "
          "not read off its WebSocket) before it is closed; at least --max-body.",
@@ -96,6 +144,29 @@ class Options(usage.Options):
          "Bytes of the responses one broadcast collects; more are dropped.",
          _positive(int, "max-response-bytes")],
     ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["feed-allow"] = []
+        self["cors-origins"] = []
+        self.docs["cors-origin"] = (
+            "Origin (scheme://host[:port]) whose web pages may call the API and poll "
+            "the network; repeatable, * allows any [default: *].")
+
+    def opt_feed_allow(self, cidr: str) -> None:
+        """Fetch feeds from this CIDR range even if not public, e.g. 10.0.0.0/8 (repeatable)."""
+        try:
+            ipaddress.ip_network(cidr, strict=False)
+        except ValueError:
+            raise usage.UsageError(f"--feed-allow takes a CIDR range, not {cidr!r}") from None
+        self["feed-allow"].append(cidr)
+
+    def opt_cors_origin(self, origin: str) -> None:
+        # Repeatable, so a method rather than an optParameters entry.
+        try:
+            self["cors-origins"].append(normalize_origin(origin))
+        except ValueError as e:
+            raise usage.UsageError(f"--cors-origin: {e}") from None
 
     def postOptions(self) -> None:
         try:
@@ -123,7 +194,7 @@ def _require(module: str, option: str, extra: str) -> None:
         importlib.import_module(module)
     except ImportError:
         raise usage.UsageError(
-            f"{option} needs {module.split('.')[0]}: pip install 'exp[{extra}]'") from None
+            f"{option} needs {module.split('.')[0]}: pip install 'txexp[{extra}]'") from None
 
 
 class ServerService(service.Service):
@@ -143,7 +214,7 @@ class ServerService(service.Service):
     async def _start(self) -> None:
         try:
             await self.server.start()
-            self.port = await self.endpoint.listen(self.server.site())
+            self.port = await self.endpoint.listen(self.server.factory())
         except Exception:
             self._log.failure("the EXP server could not start")
             self.server.reactor.stop()
@@ -170,6 +241,18 @@ def makeService(options: Options) -> service.IService:
         max_broadcast_timeout=options["max-broadcast-timeout"],
         content=options["content"],
         access_log=not options["no-access-log"],
+        password_cost=options["password-cost"],
+        failures_per_minute=options["failures-per-minute"],
+        lockout_failures=options["lockout-failures"],
+        lockout_seconds=options["lockout-seconds"],
+        unpaired_logins_per_minute=options["unpaired-logins-per-minute"],
+        pairing_code_lifetime=options["pairing-code-lifetime"],
+        head_timeout=options["head-timeout"],
+        max_connections_per_peer=options["max-connections-per-peer"],
+        feed_allow=options["feed-allow"],
+        feed_timeout=options["feed-timeout"],
+        feed_max_bytes=options["feed-max-bytes"],
+        cors_origins=options["cors-origins"] or [ANY_ORIGIN],
         max_session_queue=options["max-session-queue"],
         max_session_messages=options["max-session-messages"],
         max_subscriptions=options["max-subscriptions"],

@@ -47,7 +47,12 @@ from twisted.internet.interfaces import IListeningPort
 from exp.server._seed import Organization, demo_seed_path, load_seed
 from exp.server._server import ExpServer, ServerConfig, make_hub, make_storage
 
-__all__ = ["DEMO", "RunningServer", "ServerProcess", "start_server"]
+__all__ = ["DEMO", "TEST_PASSWORD_COST", "RunningServer", "ServerProcess", "start_server"]
+
+#: The scrypt cost (log2 of N) of passwords on the servers started here,
+#: unless given: low, for fast tests, as web frameworks' test settings do.
+#: A server run for real uses C{exp.server._auth.PASSWORD_COST}.
+TEST_PASSWORD_COST = 12
 
 #: The credentials of the demo seed.
 DEMO = {
@@ -105,8 +110,10 @@ async def start_server(
     @param port: the port to listen on; 0 (the default) picks a free one.
         Give the port of a stopped server, with its C{db_path}, to test how
         clients live through a restart.
-    @param config: the fields of L{ServerConfig} (C{token_lifetime}, ...).
+    @param config: the fields of L{ServerConfig} (C{token_lifetime}, ...);
+        C{password_cost} is L{TEST_PASSWORD_COST} unless given.
     """
+    config.setdefault("password_cost", TEST_PASSWORD_COST)
     if reactor is None:
         from twisted.internet import reactor as _reactor
 
@@ -125,7 +132,7 @@ async def start_server(
                        ServerConfig(**config), reactor=reactor, hub=make_hub(redis, reactor))
     await server.start()
     listening = await TCP4ServerEndpoint(reactor, port, interface="127.0.0.1").listen(
-        server.site())
+        server.factory())
     url = f"http://127.0.0.1:{listening.getHost().port}"
     return RunningServer(url, server, listening, directory, db_path, own)
 
@@ -147,13 +154,16 @@ class ServerProcess:
     its database and log in C{directory} (a temporary one by default).  Use
     it as a context manager, or call L{start} and L{stop}.
 
-    @param args: more C{exp-server} options, e.g. C{"--seed", path}.
+    @param args: more C{exp-server} options, e.g. C{"--seed", path};
+        C{--password-cost} is L{TEST_PASSWORD_COST} unless given.
     """
 
     def __init__(self, *args: str, directory: str | None = None,
                  startup_timeout: float = 60.0) -> None:
         self._own = directory is None
         self.directory = directory or tempfile.mkdtemp(prefix="exp-server-")
+        if "--password-cost" not in args:
+            args = ("--password-cost", str(TEST_PASSWORD_COST), *args)
         self.args = args
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"

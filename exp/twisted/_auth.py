@@ -15,8 +15,15 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
-from exp._options import CONSUMER_APP, DEVICE, PAIRING, USER, Options
-from exp.errors import ApiError, AuthenticationError, ExpError, NetworkError, RuntimeError
+from exp._options import CONSUMER_APP, DEVICE, PAIRING, USER, Options, check_hosts
+from exp.errors import (
+    ApiError,
+    AuthenticationError,
+    ExpError,
+    NetworkError,
+    RuntimeError,
+    UnexpectedError,
+)
 from exp.protocol import consumer_app_token, device_token
 from exp.twisted._events import Events
 from exp.twisted._http import Http, error_for
@@ -199,7 +206,9 @@ class Authenticator:
             )
         if status >= 300:
             raise error_for(status, answer)
-        return self._check_payload(answer)
+        payload = self._check_payload(answer)
+        self._check_hosts(payload)  # not transient: never retried
+        return payload
 
     def _check_payload(self, answer: Any) -> dict[str, Any]:
         if not isinstance(answer, dict) or any(k not in answer for k in _PAYLOAD_KEYS):
@@ -207,6 +216,14 @@ class Authenticator:
                            "the server's auth payload lacks token, expiration, identity,"
                            " api or network", answer)
         return answer
+
+    def _check_hosts(self, payload: dict[str, Any]) -> None:
+        """L{check_hosts}, logged: a refused host is an attack or a misconfiguration."""
+        try:
+            check_hosts(self.options.host, payload)
+        except UnexpectedError as e:
+            self._log.error("refusing the server's auth payload: {error}", error=e)
+            raise
 
     async def _refresh(self) -> None:
         attempt = 0
@@ -237,6 +254,11 @@ class Authenticator:
                                error=e, delay=delay)
                 await deferLater(self._clock, delay, lambda: None)
                 continue
+            try:
+                self._check_hosts(fresh)
+            except UnexpectedError as e:
+                self._fatal(e)
+                return
             self._task = None
             self._adopt(fresh)
             return

@@ -44,23 +44,35 @@ class Broadcast:
         return f"<Broadcast {self.name!r} on {self.channel.name!r} id={self.id}>"
 
 
+#: The most broadcasts a listener holds by default: queued for L{Listener.wait},
+#: or handed to a callback that has not finished.
+MAX_QUEUE = 1000
+
+
 class Listener:
     """
-    Receives the broadcasts named C{name} on a channel: queued (dropped
-    after C{max_age} seconds) for L{wait}, handed to a callback, or
-    iterated with C{async for}.
+    Receives the broadcasts named C{name} on a channel: queued for L{wait}
+    (dropped after C{max_age} seconds, and the oldest dropped past
+    C{max_queue} broadcasts), handed to a callback (a new one dropped while
+    C{max_queue} callbacks have not finished), or iterated with
+    C{async for}.  Drops are logged, once when they start and once, with
+    their count, when the listener has caught up.
     """
 
     _log = Logger()
 
     def __init__(self, service: ExpService, channel: Channel, name: str, max_age: float,
-                 callback: Callable[[Broadcast], Any] | None = None) -> None:
+                 callback: Callable[[Broadcast], Any] | None = None,
+                 max_queue: int = MAX_QUEUE) -> None:
         self._service = service
         self.channel = channel
         self.channel_id = channel.id
         self.name = name
         self.max_age = max_age
+        self.max_queue = max_queue
         self._callback = callback
+        self._running = 0  # callbacks not finished
+        self._dropped = 0  # broadcasts dropped since the listener last caught up
         self._queue: deque[tuple[float, Broadcast]] = deque()
         self._waiters: deque[tuple[Deferred[Broadcast | None], IDelayedCall | None]] = deque()
         self.cancelled = False
@@ -69,12 +81,17 @@ class Listener:
         """Take a broadcast of this listener's channel (ignored if not its name)."""
         if self.cancelled or body.get("name") != self.name:
             return
-        broadcast = Broadcast(self._service, self.channel, body)
         if self._callback is not None:
-            d = maybeDeferred(self._callback, broadcast)
+            if self._running >= self.max_queue:
+                self._drop("callbacks have not finished; dropping new broadcasts")
+                return
+            self._running += 1
+            d = maybeDeferred(self._callback, Broadcast(self._service, self.channel, body))
             d.addErrback(lambda f: self._log.failure(
                 "a listener callback for {name!r} failed", f, name=self.name))
+            d.addBoth(self._finished)
             return
+        broadcast = Broadcast(self._service, self.channel, body)
         while self._waiters:
             d, timer = self._waiters.popleft()
             if timer is not None and timer.active():
@@ -84,11 +101,36 @@ class Listener:
                 return
         self._queue.append((self._service.clock.seconds(), broadcast))
         self._expire()
+        if len(self._queue) > self.max_queue:
+            self._queue.popleft()
+            self._drop("broadcasts are queued; dropping the oldest")
+
+    def _finished(self, _: object) -> None:
+        self._running -= 1
+        if not self._running:
+            self._caught_up()
+
+    def _drop(self, why: str) -> None:
+        self._dropped += 1
+        if self._dropped == 1:
+            self._log.warn("listener {name!r} on channel {channel!r}: {max_queue} {why}",
+                           name=self.name, channel=self.channel.name,
+                           max_queue=self.max_queue, why=why)
+
+    def _caught_up(self) -> None:
+        if self._dropped:
+            self._log.warn("listener {name!r} on channel {channel!r} has caught up after"
+                           " dropping {count} broadcasts (max_queue={max_queue})",
+                           name=self.name, channel=self.channel.name, count=self._dropped,
+                           max_queue=self.max_queue)
+            self._dropped = 0
 
     def _expire(self) -> None:
         oldest = self._service.clock.seconds() - self.max_age
         while self._queue and self._queue[0][0] < oldest:
             self._queue.popleft()
+        if not self._queue:
+            self._caught_up()
 
     def wait(self, timeout: float | None = 0) -> Deferred[Broadcast | None]:
         """
@@ -104,7 +146,10 @@ class Listener:
                                " or None to wait for ever")
         self._expire()
         if self._queue:
-            return succeed(self._queue.popleft()[1])
+            broadcast = self._queue.popleft()[1]
+            if not self._queue:
+                self._caught_up()
+            return succeed(broadcast)
         if self.cancelled or (timeout is not None and timeout <= 0):
             return succeed(None)
 
@@ -135,6 +180,7 @@ class Listener:
             return
         self.cancelled = True
         self._queue.clear()
+        self._caught_up()
         self._service._network_or_none_remove(self)
         waiters, self._waiters = self._waiters, deque()
         for d, timer in waiters:
@@ -197,16 +243,23 @@ class Channel:
         return self.broadcast("identify", None, timeout)
 
     def listen(self, name: str, callback: Callable[[Broadcast], Any] | None = None,
-               timeout: float = 10, max_age: float = 60) -> Deferred[Listener]:
+               timeout: float = 10, max_age: float = 60,
+               max_queue: int = MAX_QUEUE) -> Deferred[Listener]:
         """
         A listener for broadcasts named C{name}, once the server confirms the
         subscription (L{NetworkError} after C{timeout} seconds).
+
+        @param max_age: seconds a broadcast stays queued for L{Listener.wait}.
+        @param max_queue: the most broadcasts queued for L{Listener.wait}
+            (the oldest is dropped past it), or handed to C{callback} and not
+            finished (a new one is dropped past it); drops are logged.
         """
         if not isinstance(name, str) or not name:
             raise RuntimeError("a listener's name must be a non-empty string")
         if callback is not None and not callable(callback):
             raise RuntimeError("callback must be callable")
-        return ensureDeferred(self._service._listen(self, name, callback, timeout, max_age))
+        return ensureDeferred(self._service._listen(self, name, callback, timeout, max_age,
+                                                    max_queue))
 
     def __repr__(self) -> str:
         return f"<Channel {self.name!r} system={self.system} consumer={self.consumer}>"

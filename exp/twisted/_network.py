@@ -21,9 +21,7 @@ from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.interfaces import (
     IDelayedCall,
     IProtocol,
-    IProtocolFactory,
     IReactorTime,
-    IStreamClientEndpoint,
 )
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -32,9 +30,18 @@ from zope.interface import implementer
 from exp.errors import NetworkError
 from exp.protocol import engineio as eio
 from exp.twisted._events import Events
+from exp.twisted._wrapping import WrappingEndpoint
 
 if TYPE_CHECKING:
     from exp.twisted._channels import Listener
+
+#: The largest message (and frame) taken from the network by default, in
+#: bytes (4 MiB): a broadcast as large as the server's largest request body
+#: (1 MiB by default) with room to spare.
+MAX_MESSAGE_SIZE = 4 << 20
+
+#: The largest answer to the WebSocket opening handshake, in bytes.
+MAX_HANDSHAKE_SIZE = 64 << 10
 
 
 class Heartbeat:
@@ -99,6 +106,16 @@ class _Socket(WebSocketClientProtocol):
     def emit(self, name: str, data: Any) -> None:
         self.send_text(eio.event(name, data))
 
+    def dataReceived(self, data: bytes) -> None:
+        # Autobahn buffers the handshake's answer until a blank line, however long
+        if self.state == self.STATE_CONNECTING and (
+                len(self.data) + len(data) > MAX_HANDSHAKE_SIZE):
+            self._log.warn("the network's handshake answer is over {limit} bytes; dropping"
+                           " the connection", limit=MAX_HANDSHAKE_SIZE)
+            self.dropConnection(abort=True)
+            return
+        super().dataReceived(data)
+
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         try:
             packet = eio.Packet.decode(payload.decode("utf-8"))
@@ -161,7 +178,10 @@ class _SocketFactory(WebSocketClientFactory):
     def __init__(self, network: Network, url: str, reactor: Any) -> None:
         super().__init__(url, reactor=reactor)
         self.network = network
-        self.setProtocolOptions(openHandshakeTimeout=10, closeHandshakeTimeout=2)
+        # a larger message fails the connection (1009), which is then made again
+        self.setProtocolOptions(openHandshakeTimeout=10, closeHandshakeTimeout=2,
+                                maxFramePayloadSize=network.max_message_size,
+                                maxMessagePayloadSize=network.max_message_size)
 
 
 def socket_url(network_host: str, token: str) -> str:
@@ -186,42 +206,16 @@ class _LossGuard:
     """
 
     def __init__(self, wrapped: Any) -> None:
-        self._wrapped = wrapped
+        self.wrapped = wrapped
 
     def connectionLost(self, reason: Failure) -> None:
         try:
-            self._wrapped.connectionLost(reason)
+            self.wrapped.connectionLost(reason)
         except NoTransition:
             pass
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(self._wrapped, name)
-
-
-@implementer(IProtocolFactory)
-class _LossGuardFactory:
-    def __init__(self, wrapped: Any) -> None:
-        self._wrapped = wrapped
-
-    def buildProtocol(self, addr: Any) -> _LossGuard | None:
-        protocol = self._wrapped.buildProtocol(addr)
-        return None if protocol is None else _LossGuard(protocol)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._wrapped, name)
-
-
-@implementer(IStreamClientEndpoint)
-class _LossGuardEndpoint:
-    """An endpoint whose connections are wrapped in L{_LossGuard}."""
-
-    def __init__(self, wrapped: Any) -> None:
-        self._wrapped = wrapped
-
-    def connect(self, factory: Any) -> Deferred[Any]:
-        d: Deferred[Any] = self._wrapped.connect(_LossGuardFactory(factory))
-        # ClientService gets the protocol it made, the transport the guard
-        return d.addCallback(lambda guard: guard._wrapped)
+        return getattr(self.wrapped, name)
 
 
 def _reconnect_policy(backoff: Callable[[int], float]) -> Callable[[int], float]:
@@ -240,8 +234,10 @@ class Network(Service):
     _log = Logger()
 
     def __init__(self, reactor: Any, events: Events, retry_policy: Callable[[int], float],
-                 token_refused: Callable[[], None]) -> None:
+                 token_refused: Callable[[], None],
+                 max_message_size: int = MAX_MESSAGE_SIZE) -> None:
         self.reactor = reactor
+        self.max_message_size = max_message_size
         self.clock: IReactorTime = reactor
         self._events = events
         self._retry_policy = retry_policy
@@ -289,7 +285,7 @@ class Network(Service):
 
             endpoint = wrapClientTLS(optionsForClientTLS(host), endpoint)
         self._client = ClientService(
-            _LossGuardEndpoint(endpoint), self._factory,
+            WrappingEndpoint(endpoint, _LossGuard), self._factory,
             retryPolicy=_reconnect_policy(self._retry_policy), clock=self.clock,
             prepareConnection=self._prepare,
         )

@@ -13,14 +13,14 @@ from twisted.application.service import MultiService
 from twisted.internet.defer import CancelledError, Deferred, TimeoutError, ensureDeferred
 from twisted.logger import Logger, LogLevel
 
-from exp._options import DEFAULT_HOST, Options, check_options, check_seconds
+from exp._options import DEFAULT_HOST, Options, check_count, check_options, check_seconds
 from exp.errors import ApiError, NetworkError, RuntimeError
 from exp.twisted._auth import Authenticator
 from exp.twisted._channels import Broadcast, Channel, Listener
 from exp.twisted._events import Events, Handle
-from exp.twisted._http import NO_BODY, Http, error_for
+from exp.twisted._http import MAX_RESPONSE_SIZE, NO_BODY, Http, error_for
 from exp.twisted._logs import LogShipper
-from exp.twisted._network import Network
+from exp.twisted._network import MAX_MESSAGE_SIZE, Network
 from exp.twisted._resources import (
     Content,
     Data,
@@ -62,6 +62,13 @@ class ExpService(MultiService):
         L{NetworkError}; also the longest a call waits for a login that is
         being retried (it then fails with the login's last failure,
         L{NetworkError} or L{ApiError}).
+    @param retry_policy: seconds to wait before attempt C{n} of a login or
+        a connection (as C{twisted.application.internet.backoffPolicy}).
+    @param max_response_size: the largest REST answer body read, in bytes
+        (32 MiB); a larger one is dropped unread past the limit, and the call
+        fails with L{UnexpectedError}.
+    @param max_message_size: the largest network message taken, in bytes
+        (4 MiB); a larger one closes the connection, which is made again.
     @raise exp.RuntimeError: if the credentials are incomplete or
         contradictory, or the host is not an http(s) URL.
     """
@@ -74,7 +81,9 @@ class ExpService(MultiService):
                  api_key: str | None = None, allow_pairing: bool | None = None,
                  enable_network: bool = True, auth: dict[str, Any] | None = None,
                  reactor: Any = None, request_timeout: float = 30.0,
-                 retry_policy: Callable[[int], float] | None = None) -> None:
+                 retry_policy: Callable[[int], float] | None = None,
+                 max_response_size: int = MAX_RESPONSE_SIZE,
+                 max_message_size: int = MAX_MESSAGE_SIZE) -> None:
         super().__init__()
         options = check_options(
             host=host, username=username, password=password, organization=organization,
@@ -85,6 +94,8 @@ class ExpService(MultiService):
             raise RuntimeError("request_timeout must be more than 0 seconds")
         if retry_policy is not None and not callable(retry_policy):
             raise RuntimeError("retry_policy must be a callable: attempt -> delay in seconds")
+        check_count(max_response_size, "max_response_size", "bytes")
+        check_count(max_message_size, "max_message_size", "bytes")
         if reactor is None:
             from twisted.internet import reactor as _reactor
 
@@ -93,13 +104,14 @@ class ExpService(MultiService):
         self.clock = reactor
         self.events = Events()
         retry = retry_policy or backoffPolicy(initialDelay=1.0, maxDelay=30.0)
-        self._http = Http(reactor, request_timeout)
+        self._http = Http(reactor, request_timeout, max_response_size)
         self._request_timeout = request_timeout
         self._auth = Authenticator(options, self._http, reactor, self.events, retry,
                                    self._auth_updated)
         self._network: Network | None = None
         if options.enable_network:
-            self._network = Network(reactor, self.events, retry, self._socket_refused)
+            self._network = Network(reactor, self.events, retry, self._socket_refused,
+                                    max_message_size)
             self._network.setServiceParent(self)
         self._pairing_listener: Listener | None = None
         self._stopped = False
@@ -305,12 +317,13 @@ class ExpService(MultiService):
 
     async def _listen(self, channel: Channel, name: str,
                       callback: Callable[[Broadcast], Any] | None, timeout: float,
-                      max_age: float) -> Listener:
+                      max_age: float, max_queue: int) -> Listener:
         network = self._require_network()
         check_seconds(timeout)
         check_seconds(max_age, "max_age")
+        check_count(max_queue, "max_queue", "broadcasts")
         await self._auth.current()
-        listener = Listener(self, channel, name, max_age, callback)
+        listener = Listener(self, channel, name, max_age, callback, max_queue)
         subscribed = network.add_listener(listener)
         subscribed.addTimeout(timeout, self.clock)
         try:

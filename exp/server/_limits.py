@@ -1,0 +1,97 @@
+"""
+Budgets for what a client may try: token buckets per peer address and
+lockouts per account, for logins and pairing attempts.
+
+Both forget what is over, and hold at most L{MAX_KEYS} keys each (the least
+recently used go first), so that no flood of addresses or account names can
+make them grow without bound.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+
+from twisted.internet.interfaces import IReactorTime
+
+from exp.server._web import HttpError
+
+#: The most keys a L{TokenBuckets} or L{Lockouts} remembers.
+MAX_KEYS = 100_000
+
+
+def too_many(message: str, retry_after: float, code: str = "request.rateLimited") -> HttpError:
+    """A 429 answer that says, in C{Retry-After}, when to try again."""
+    error = HttpError(429, code, message)
+    error.headers[b"retry-after"] = str(max(1, math.ceil(retry_after))).encode("ascii")
+    return error
+
+
+class TokenBuckets:
+    """
+    A bucket of C{per_minute} tokens per key, refilled at that rate: at most
+    C{per_minute} at once, and C{per_minute} a minute on average.
+    """
+
+    def __init__(self, clock: IReactorTime, per_minute: float) -> None:
+        self._clock = clock
+        self._capacity = float(per_minute)
+        self._rate = per_minute / 60.0
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+
+    def _level(self, key: str) -> float:
+        entry = self._buckets.get(key)
+        if entry is None:
+            return self._capacity
+        tokens, since = entry
+        return min(self._capacity, tokens + (self._clock.seconds() - since) * self._rate)
+
+    def wait(self, key: str) -> float:
+        """Seconds until C{key} has a token: 0 if it has one now."""
+        level = self._level(key)
+        if level >= 1 or self._rate <= 0:
+            return 0.0 if level >= 1 else math.inf
+        return (1 - level) / self._rate
+
+    def take(self, key: str) -> None:
+        """Use one of C{key}'s tokens (if it has none, it owes one)."""
+        level = self._level(key) - 1
+        self._buckets[key] = (level, self._clock.seconds())
+        self._buckets.move_to_end(key)
+        while len(self._buckets) > MAX_KEYS:
+            self._buckets.popitem(last=False)
+
+
+class Lockouts:
+    """
+    An account is locked for C{duration} seconds after C{failures} failures
+    that came less than C{duration} seconds apart; a success forgets them.
+    """
+
+    def __init__(self, clock: IReactorTime, failures: int, duration: float) -> None:
+        self._clock = clock
+        self._failures = failures
+        self._duration = duration
+        #: key → (failures so far, time of the latest, locked until)
+        self._accounts: OrderedDict[str, tuple[int, float, float]] = OrderedDict()
+
+    def locked(self, key: str) -> float:
+        """Seconds that C{key} stays locked: 0 if it is not."""
+        entry = self._accounts.get(key)
+        return 0.0 if entry is None else max(0.0, entry[2] - self._clock.seconds())
+
+    def failed(self, key: str) -> None:
+        now = self._clock.seconds()
+        count, latest, until = self._accounts.get(key, (0, now, 0.0))
+        if now - latest > self._duration:
+            count = 0
+        count += 1
+        if count >= self._failures:
+            count, until = 0, now + self._duration
+        self._accounts[key] = (count, now, until)
+        self._accounts.move_to_end(key)
+        while len(self._accounts) > MAX_KEYS:
+            self._accounts.popitem(last=False)
+
+    def succeeded(self, key: str) -> None:
+        self._accounts.pop(key, None)
