@@ -68,9 +68,7 @@ from network import (
 from twisted.internet import defer, task
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-#: All the sessions are one identity's, where a fleet spreads them over many:
-#: the cap per identity goes past their count.
-SERVER_ARGS = ("--no-access-log", "--max-sessions-per-identity", "100000")
+SERVER_ARGS = ("--no-access-log",)
 
 
 class Services:

@@ -55,9 +55,7 @@ from twisted.protocols.basic import LineReceiver
 from exp.server.testing import DEMO
 from exp.twisted import ExpService
 
-#: All the sessions are one identity's, where a fleet spreads them over many:
-#: the cap per identity goes past their count.
-SERVER_ARGS = ("--no-access-log", "--max-sessions-per-identity", "100000")
+SERVER_ARGS = ("--no-access-log",)
 
 
 # -- a worker process: its share of the instances ------------------------------------

@@ -75,10 +75,6 @@ def _log(message: str) -> None:
 
 # -- the server under test ----------------------------------------------------
 
-#: Every session of these benchmarks is the demo user's, where a fleet spreads
-#: its sessions over many identities: the cap per identity goes past their count.
-SERVER_ARGS = ("--max-sessions-per-identity", "100000")
-
 
 
 class ServerProcess:
@@ -109,8 +105,11 @@ class ServerProcess:
                    *self.runner_args, "exp-server",
                    "--listen", f"tcp:{self.port}:interface={HOST}",
                    "--db", self.db,
-                   # every client of a benchmark comes from this one address
+                   # every client of a benchmark comes from this one address,
                    "--max-connections-per-peer", "0",
+                   # and all its sessions are one identity's, where a fleet spreads
+                   # them over many
+                   "--max-sessions-per-identity", "100000",
                    *self.extra_args]
         self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
                                         cwd=self.directory)
@@ -860,7 +859,7 @@ async def run(reactor: Any, args: argparse.Namespace) -> None:
     rows: list[Row] = []
     try:
         for name in names:
-            server = ServerProcess(reactor, directory, SERVER_ARGS)
+            server = ServerProcess(reactor, directory)
             try:
                 await server.start()
                 if args.py_spy:
