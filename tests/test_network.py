@@ -91,26 +91,36 @@ class Clocked:
         return self.net.http
 
 
-@pytest_twisted.async_yield_fixture()
-async def clocked() -> AsyncIterator[Clocked]:
+@asynccontextmanager
+async def clocked_server(**config: Any) -> AsyncIterator[Clocked]:
     """
-    A server whose hub collects responses on a L{task.Clock}, so that tests
-    end broadcast timeouts by advancing it rather than by waiting.
+    A server with C{config} whose hub collects responses on a L{task.Clock},
+    so that tests end broadcast timeouts by advancing it rather than by
+    waiting.
     """
     clock = task.Clock()
     hub = LocalHub(clock)
     directory = tempfile.mkdtemp(prefix="exp-network-")
     db_path = os.path.join(directory, "exp.sqlite3")
     server = ExpServer(SQLiteStorage(db_path, reactor), load_seed(demo_seed_path()),
-                       ServerConfig(max_broadcast_timeout=5.0), reactor=reactor, hub=hub)
+                       ServerConfig(**config), reactor=reactor, hub=hub)
     await server.start()
     port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(server.factory())
     running = RunningServer(f"http://127.0.0.1:{port.getHost().port}", server, port,
                             directory, db_path, True)
     net = Clients(running.url)
-    yield Clocked(clock, net)
-    await net.close()
-    await running.stop()
+    try:
+        yield Clocked(clock, net)
+    finally:
+        await net.close()
+        await running.stop()
+
+
+@pytest_twisted.async_yield_fixture()
+async def clocked() -> AsyncIterator[Clocked]:
+    """A L{clocked_server} whose broadcasts collect for at most 5 s."""
+    async with clocked_server(max_broadcast_timeout=5.0) as server:
+        yield server
 
 
 # -- helpers -------------------------------------------------------------------
