@@ -24,16 +24,17 @@ clients drive both servers (network.py's):
            device), one request in flight and --concurrency
   sdk      ours only: the SDK (ExpService, in a process of its own) calling
            get_device in a loop, and receiving broadcasts through a listener:
-           its CPU per call and per broadcast, from /proc/self/stat
+           its CPU per call and per broadcast, from /proc/self/task/*/schedstat
 
 Each benchmark runs --rounds rounds, each on a fresh pair of servers (ours:
-``python -m twisted exp-server --no-access-log --max-connections-per-peer 0``
-on a new SQLite database; the peer: ``node benchmarks/peer.js``), both
-running side by side.  Within a round the work alternates between them
-(ours, peer, ours, peer: single broadcasts in fanout, blocks of broadcasts in
-latency, slices of time in rate, one server after the other in memory), and
-the side that goes first alternates from round to round, so that what else
-the machine does hits both.  The figures pool the rounds.
+``python -m twisted exp-server --no-access-log`` with network.py's caps for
+one client address and one identity, on a new SQLite database; the peer:
+``node benchmarks/peer.js``), both running side by side.  Within a round
+the work alternates between them (ours, peer, ours, peer: single broadcasts
+in fanout, blocks of broadcasts in latency, slices of time in rate, one
+server after the other in memory), and the side that goes first alternates
+from round to round, so that what else the machine does hits both.  The
+figures pool the rounds.
 
 Every figure is printed for ours and for the peer, with ours/peer and the
 issue's goal, and the CPU time that other processes of the machine used
@@ -79,6 +80,7 @@ from network import (
     add_log_options,
     connect_listeners,
     connect_requester,
+    cpu_seconds,
     drain,
     fanout_once,
     latency_once,
@@ -101,7 +103,6 @@ INTEROP = os.path.join(os.path.dirname(HERE), "tests", "interop")
 SERVER_ARGS = ("--no-access-log",)
 OURS, PEER = "ours", "peer"
 BOTH = (OURS, PEER)
-CLOCK_TICK = os.sysconf("SC_CLK_TCK")
 
 
 class PeerProcess(ServerProcess):
@@ -597,10 +598,8 @@ class _Commands(LineReceiver):
 
 
 def self_cpu() -> float:
-    """This process's CPU time (utime + stime of /proc/self/stat), in seconds."""
-    with open("/proc/self/stat") as f:
-        fields = f.read().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICK
+    """This process's CPU time, all threads (from /proc/self/task/*/schedstat, in ns)."""
+    return cpu_seconds(os.getpid())
 
 
 async def sdk_worker(reactor: Any, url: str) -> None:
@@ -666,7 +665,7 @@ async def run(reactor: Any, args: argparse.Namespace) -> None:
                                   check=False).stdout.strip() if node else "missing"
     print("\n".join(machine()[:2]))
     print(f"ours    : python -m twisted exp-server {' '.join(SERVER_ARGS)} "
-          "--max-connections-per-peer 0, SQLite")
+          "--max-connections-per-peer 0 --max-sessions-per-identity 100000, SQLite")
     print(f"peer    : node {node_version}, socket.io {socketio_version()} "
           "(benchmarks/peer.js)")
     print(f"load    : {os.getloadavg()[0]:.2f} (1 min average) before the first benchmark",
