@@ -121,7 +121,8 @@ class PeerProcess(ServerProcess):
         return [node, PEER_JS, "--port", str(self.port), "--token", self.fixed_token]
 
 
-def start_server(reactor: Any, side: str, directory: str) -> ServerProcess:
+def server_for(reactor: Any, side: str, directory: str) -> ServerProcess:
+    """Ours or the peer, not started yet."""
     if side == PEER:
         return PeerProcess(reactor, directory)
     return ServerProcess(reactor, directory, SERVER_ARGS)
@@ -485,9 +486,10 @@ class Rest(Bench):
 
             t = self.tally[OURS]
             calls, failed = t.total(f"calls{c}"), t.total(f"failed{c}")
+            goal, met = ("ours <= 450 us", lambda o, r: o[0] <= 450) if c == 1 else ("", None)
             figures.append(self.figure(
                 f"server CPU per GET /api/devices/{{uuid}}, {c} in flight", "{:.0f} us",
-                per_call, *(("ours <= 450 us", lambda o, r: o[0] <= 450) if c == 1 else ()),
+                per_call, goal, met,
                 note=f"{calls / t.total(f'wall{c}'):,.0f} calls/s, {failed:,.0f} failed"))
         figures[-1].note += f"; over both: {busy(self.tally[OURS])}"
         return figures
@@ -643,7 +645,8 @@ async def sdk_worker(reactor: Any, url: str) -> None:
                 calls += 1
             commands.sendLine(f"{calls} {self_cpu() - cpu!r} {now() - started!r}".encode("ascii"))
         elif words[0] == "listen":
-            heard, done = 0, defer.Deferred()
+            done: defer.Deferred[None] = defer.Deferred()
+            heard = 0
             expected = (int(words[1]), done)
             cpu = self_cpu()
             commands.sendLine(b"listening")
@@ -682,7 +685,7 @@ async def run(reactor: Any, args: argparse.Namespace) -> None:
                 servers: Servers = {}
                 try:
                     for side in order:
-                        servers[side] = start_server(reactor, side, directory)
+                        servers[side] = server_for(reactor, side, directory)
                         await servers[side].start()
                     await bench.round(reactor, servers, order)
                 finally:
