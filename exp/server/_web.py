@@ -9,9 +9,10 @@ import inspect
 import json
 import re
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from functools import partial
 from io import BytesIO
-from typing import Any
+from typing import Any, Generic, TypeVar
 from urllib.parse import parse_qs, unquote, unquote_plus
 
 import attrs
@@ -118,7 +119,74 @@ class ApiRequest:
         return content.read() if content is not None else b""
 
 
+#: What answers a request: given it, returns the answer (see L{_write_answer}).
 Handler = Callable[[ApiRequest], Awaitable[Any]]
+
+#: What the routes are bound to (the server, for the REST API's routes).
+S = TypeVar("S")
+#: A handler as route modules declare it: given what its routes are bound
+#: to and the request, returns the answer.
+BoundHandler = Callable[[S, ApiRequest], Awaitable[Any]]
+
+
+class Routes(Generic[S]):
+    """
+    Routes declared klein-style, each by a decorated function of what they
+    are bound to and the request; L{Router.include} binds them::
+
+        routes: Routes[Server] = Routes()
+
+        @routes.post("/api/auth/login")
+        async def login(server: Server, req: ApiRequest) -> Any:
+            ...
+
+    A path template's C{{name}} matches one path segment, C{{name*}} the rest
+    of the path; the handler finds them in L{ApiRequest.match}.
+    """
+
+    def __init__(self, *included: Routes[S]) -> None:
+        """
+        @param included: routes declared elsewhere, taken first, in order.
+        """
+        self._declared: list[tuple[str, str, BoundHandler[S]]] = [
+            route for routes in included for route in routes]
+
+    def __iter__(self) -> Iterator[tuple[str, str, BoundHandler[S]]]:
+        """The C{(method, path template, handler)} of each route, in the order declared."""
+        return iter(self._declared)
+
+    def add(self, method: str, template: str, handler: BoundHandler[S]) -> None:
+        """Declare C{handler} as the answer to C{method} on C{template}."""
+        self._declared.append((method, template, handler))
+
+    def route(self, method: str, template: str
+              ) -> Callable[[BoundHandler[S]], BoundHandler[S]]:
+        """A decorator that declares its function the handler of C{method} on C{template}."""
+        def declare(handler: BoundHandler[S]) -> BoundHandler[S]:
+            self.add(method, template, handler)
+            return handler
+
+        return declare
+
+    def get(self, template: str) -> Callable[[BoundHandler[S]], BoundHandler[S]]:
+        """L{route} for C{GET} (which answers C{HEAD} too)."""
+        return self.route("GET", template)
+
+    def post(self, template: str) -> Callable[[BoundHandler[S]], BoundHandler[S]]:
+        """L{route} for C{POST}."""
+        return self.route("POST", template)
+
+    def put(self, template: str) -> Callable[[BoundHandler[S]], BoundHandler[S]]:
+        """L{route} for C{PUT}."""
+        return self.route("PUT", template)
+
+    def patch(self, template: str) -> Callable[[BoundHandler[S]], BoundHandler[S]]:
+        """L{route} for C{PATCH}."""
+        return self.route("PATCH", template)
+
+    def delete(self, template: str) -> Callable[[BoundHandler[S]], BoundHandler[S]]:
+        """L{route} for C{DELETE}."""
+        return self.route("DELETE", template)
 
 
 @attrs.frozen
@@ -142,58 +210,86 @@ def _compile(template: str) -> re.Pattern[str]:
     return re.compile(out + "/?$")
 
 
+class _Exchange:
+    """A request being answered, and whether its client has gone."""
+
+    def __init__(self, request: server.Request) -> None:
+        self.request = request
+        self.gone = False
+
+    def finished(self) -> bool:
+        """Whether the answer is written, or nobody is left to read it."""
+        return bool(self.request.finished or self.gone)
+
+
 class Router(resource.Resource):
     """A leaf resource that dispatches on method and path to async handlers."""
 
     isLeaf = True
 
     def __init__(self, prefix: str = "") -> None:
+        """
+        @param prefix: put before every path template added (C{"/api"}).
+        """
         super().__init__()
         self._prefix = prefix
         self._routes: list[_Route] = []
 
     def add(self, method: str, template: str, handler: Handler) -> None:
+        """Answer C{method} requests whose path matches C{template} with C{handler}."""
         self._routes.append(_Route(method.encode("ascii"), _compile(self._prefix + template),
                                    handler, self._prefix + template))
+
+    def include(self, routes: Routes[S], bound_to: S) -> None:
+        """Add the handlers of C{routes}, each given C{bound_to} before the request."""
+        for method, template, handler in routes:
+            self.add(method, template, partial(handler, bound_to))
 
     def routes(self) -> list[tuple[str, str]]:
         """The C{(method, path template)} of every route, in the order added."""
         return [(route.method.decode("ascii"), route.template) for route in self._routes]
 
     def render(self, request: server.Request) -> int:
-        d = ensureDeferred(self._dispatch(request))
-        finished = request.notifyFinish()
-        finished.addErrback(lambda _: d.cancel())
+        """Answer C{request} later, from its route's handler."""
+        exchange = _Exchange(request)
+        d = ensureDeferred(self._dispatch(exchange))
+
+        def gone(_: Failure) -> None:
+            exchange.gone = True
+            d.cancel()
+
+        request.notifyFinish().addErrback(gone)
         return server.NOT_DONE_YET
 
-    async def _dispatch(self, request: server.Request) -> None:
+    async def _dispatch(self, exchange: _Exchange) -> None:
+        request = exchange.request
         try:
             answer = await self._answer(request)
         except HttpError as e:
-            _write_error(request, e)
+            _write_error(exchange, e)
         except CancelledError:
             return
         except InvalidDocument as e:
-            _write_error(request, bad_request("request.invalidDocument", str(e)))
+            _write_error(exchange, bad_request("request.invalidDocument", str(e)))
         except Unavailable as e:
             _log.failure("{method} {path}: {error}", method=request.method, path=request.path,
                          error=e)
-            _write_error(request, HttpError(503, "server.unavailable", f"{e}; try again later"))
+            _write_error(exchange, HttpError(503, "server.unavailable", f"{e}; try again later"))
         except Exception:
             _log.failure("unhandled error answering {method} {path}",
                          method=request.method, path=request.path)
-            _write_error(request, HttpError(500, "server.error", "internal server error"))
+            _write_error(exchange, HttpError(500, "server.error", "internal server error"))
         else:
             try:
-                _write_answer(request, answer)
+                _write_answer(exchange, answer)
             except Exception:
                 # Never leave the request hanging: answer 500 while we can.
                 _log.failure("unhandled error writing the answer to {method} {path}",
                              method=request.method, path=request.path)
                 if not request.startedWriting:
-                    _write_error(request, HttpError(500, "server.error",
-                                                    "internal server error"))
-                elif not _finished(request):
+                    _write_error(exchange, HttpError(500, "server.error",
+                                                     "internal server error"))
+                elif not exchange.finished():
                     request.loseConnection()
 
     async def _answer(self, request: server.Request) -> Any:
@@ -218,20 +314,18 @@ class Router(resource.Resource):
         raise HttpError(404, "route.notFound", f"no such route: {path}")
 
 
-def _finished(request: server.Request) -> bool:
-    return bool(request.finished or request._disconnected)
-
-
-def _write_error(request: server.Request, error: HttpError) -> None:
+def _write_error(exchange: _Exchange, error: HttpError) -> None:
+    request = exchange.request
     request.setResponseCode(error.status)
     for name, value in error.headers.items():
         request.setHeader(name, value)
-    _write_json(request, {"code": error.code, "message": error.message})
+    _write_json(exchange, {"code": error.code, "message": error.message})
 
 
-def _write_json(request: server.Request, value: Any) -> None:
-    if _finished(request):
+def _write_json(exchange: _Exchange, value: Any) -> None:
+    if exchange.finished():
         return
+    request = exchange.request
     body = json.dumps(value, separators=(",", ":")).encode("utf-8")
     request.setHeader(b"content-type", b"application/json; charset=utf-8")
     request.setHeader(b"content-length", str(len(body)).encode("ascii"))
@@ -239,9 +333,10 @@ def _write_json(request: server.Request, value: Any) -> None:
     request.finish()
 
 
-def _write_answer(request: server.Request, answer: Any) -> None:
-    if _finished(request):
+def _write_answer(exchange: _Exchange, answer: Any) -> None:
+    if exchange.finished():
         return
+    request = exchange.request
     if isinstance(answer, Delegate):
         body = answer.resource.render(request)
         if body is not server.NOT_DONE_YET:
@@ -263,7 +358,7 @@ def _write_answer(request: server.Request, answer: Any) -> None:
         request.setHeader(b"content-length", b"0")
         request.finish()
         return
-    _write_json(request, answer)
+    _write_json(exchange, answer)
 
 
 #: Twisted can be told not to parse bodies as forms (the API has none).
