@@ -139,11 +139,11 @@ async def test_pairing_codes_expire_and_are_purged(
     answer = await http.call("POST", "/api/devices/pair", {"pairingCode": code}, token=token)
     assert_error(answer, 404, "pairing.notFound")
     other = await http.login(token=device_token("_", "_", allow_pairing=True))
-    await running.server._purge_pairings()
+    await running.server.pairings.purge()
     assert await storage.get("", "pairings", other["identity"]["pairingCode"]) is not None
 
     async def purged() -> bool:
-        await running.server._purge_pairings()
+        await running.server.pairings.purge()
         return await storage.get("", "pairings", other["identity"]["pairingCode"]) is None
 
     await until(purged)

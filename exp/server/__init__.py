@@ -9,11 +9,12 @@ against it with L{exp.server.testing}.
 """
 
 from exp.server._auth import Identity, channel_allowed
+from exp.server._config import ServerConfig
 from exp.server._hub import IHub, ISubscriber, LocalHub
 from exp.server._postgresql import PostgreSQLStorage
 from exp.server._redis import RedisHub
 from exp.server._seed import SeedError, demo_seed_path, load_seed
-from exp.server._server import ExpServer, ServerConfig
+from exp.server._server import ExpServer
 from exp.server._storage import IStorage, SQLiteStorage, Unavailable
 
 __all__ = [

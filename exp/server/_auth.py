@@ -9,12 +9,12 @@ import hashlib
 import hmac
 import os
 import secrets
-import time
 import uuid as uuidlib
 from typing import Any
 
 import attrs
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 
@@ -158,6 +158,12 @@ class Identity:
         return out
 
 
+def _global_clock() -> IReactorTime:
+    from twisted.internet import reactor
+
+    return reactor
+
+
 #: How many verified tokens L{TokenIssuer} remembers.
 TOKEN_CACHE_SIZE = 4096
 
@@ -172,12 +178,15 @@ class TokenIssuer:
 
     key: str
     lifetime: float = 3600.0
+    #: The clock of issue and expiry (the global reactor if none is given).
+    clock: IReactorTime = attrs.field(factory=_global_clock, kw_only=True, eq=False,
+                                      repr=False)
     _verified: dict[str, tuple[Identity, float]] = attrs.field(
         factory=dict, init=False, eq=False, repr=False)
 
     def issue(self, identity: Identity, public_url: str) -> dict[str, Any]:
         """The auth payload of PROTOCOL.md A2 for C{identity}."""
-        now = time.time()
+        now = self.clock.seconds()
         expires = now + self.lifetime
         claims = {
             "typ": identity.type, "sub": identity.uuid, "org": identity.organization,
@@ -209,7 +218,7 @@ class TokenIssuer:
         if isinstance(token, str):
             known = self._verified.get(token)
             if known is not None:
-                if known[1] > time.time():
+                if known[1] > self.clock.seconds():
                     return known[0]
                 del self._verified[token]
         identity, expires = self._identify(token)
@@ -219,7 +228,7 @@ class TokenIssuer:
         return identity
 
     def _identify(self, token: object) -> tuple[Identity, float]:
-        claims = verify(token, self.key)
+        claims = verify(token, self.key, now=self.clock.seconds())
         try:
             kind, uuid, org = claims["typ"], claims["sub"], claims["org"]
         except KeyError as e:

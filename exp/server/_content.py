@@ -15,6 +15,7 @@ from __future__ import annotations
 import mimetypes
 import os
 import uuid as uuidlib
+from collections.abc import Mapping
 from typing import Any
 
 FOLDER, FILE, URL = "scala:content:folder", "scala:content:file", "scala:content:url"
@@ -139,3 +140,22 @@ def resolve_in_app(root: str, path: str, variant: str | None = None
             return filename, True
         folder = os.path.dirname(folder)
     return filename, False
+
+
+class ContentFolders:
+    """
+    The content folder of each organization: the one its seed names, else
+    the server's (C{--content}), else none.
+    """
+
+    def __init__(self, seeded: Mapping[str, str], default: str | None = None) -> None:
+        """
+        @param seeded: the folder of each organization whose seed names one.
+        @param default: the folder of the others.
+        """
+        self._seeded = dict(seeded)
+        self._default = default
+
+    def root(self, organization: str) -> str | None:
+        """The content folder of C{organization}, if it has one."""
+        return self._seeded.get(organization, self._default)

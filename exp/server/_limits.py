@@ -95,3 +95,60 @@ class Lockouts:
 
     def succeeded(self, key: str) -> None:
         self._accounts.pop(key, None)
+
+
+class LoginBudgets:
+    """
+    The budgets of logins and pairing attempts: failures per peer address
+    (L{TokenBuckets}), lockouts per account (L{Lockouts}), and unpaired
+    device logins per peer address.
+
+    @param failures_per_minute: failed attempts a peer address may make a minute.
+    @param lockout_failures: failures of one account that lock it ...
+    @param lockout_seconds: ... for this many seconds.
+    @param unpaired_per_minute: unpaired device logins a peer address may
+        make a minute.
+    """
+
+    def __init__(self, clock: IReactorTime, failures_per_minute: float,
+                 lockout_failures: int, lockout_seconds: float,
+                 unpaired_per_minute: float) -> None:
+        self._failures = TokenBuckets(clock, failures_per_minute)
+        self._lockouts = Lockouts(clock, lockout_failures, lockout_seconds)
+        self._unpaired = TokenBuckets(clock, unpaired_per_minute)
+
+    def check(self, peer: str, account: str) -> None:
+        """
+        Refuse an attempt of C{peer} on C{account} while the account is locked
+        or the peer has used up its failures.
+
+        @raise HttpError: 429, with C{Retry-After}.
+        """
+        locked = self._lockouts.locked(account)
+        if locked:
+            raise too_many("too many failed attempts on this account; it is locked for now",
+                           locked, "auth.locked")
+        wait = self._failures.wait(peer)
+        if wait:
+            raise too_many("too many failed attempts from this address; slow down", wait)
+
+    def failed(self, peer: str, account: str) -> None:
+        """Count a failed attempt of C{peer} on C{account}."""
+        self._failures.take(peer)
+        self._lockouts.failed(account)
+
+    def succeeded(self, account: str) -> None:
+        """Forget the failures of C{account}: it has logged in."""
+        self._lockouts.succeeded(account)
+
+    def unpaired_login(self, peer: str) -> None:
+        """
+        Count an unpaired device login of C{peer}.
+
+        @raise HttpError: 429, with C{Retry-After}, once C{peer} has used up
+            its unpaired logins.
+        """
+        wait = self._unpaired.wait(peer)
+        if wait:
+            raise too_many("too many unpaired logins from this address; slow down", wait)
+        self._unpaired.take(peer)

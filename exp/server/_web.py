@@ -42,7 +42,23 @@ class HttpError(Exception):
 
 
 def bad_request(code: str, message: str) -> HttpError:
+    """A 400 answer: the request is malformed."""
     return HttpError(400, code, message)
+
+
+def unauthorized(message: str, code: str = "auth.invalid") -> HttpError:
+    """A 401 answer: the request has no good token."""
+    return HttpError(401, code, message)
+
+
+def forbidden(message: str, code: str = "permission.denied") -> HttpError:
+    """A 403 answer: the caller may not do that."""
+    return HttpError(403, code, message)
+
+
+def not_found(what: str) -> HttpError:
+    """A 404 answer: C{what} (C{"device <uuid>"}) does not exist."""
+    return HttpError(404, "resource.notFound", f"{what} does not exist")
 
 
 @attrs.frozen

@@ -31,6 +31,7 @@ from twisted.python import usage
 from exp._usage import Options as PlainOptions
 from exp._usage import plain_text
 from exp.server._auth import PASSWORD_COST
+from exp.server._config import ServerConfig
 from exp.server._cors import ANY as ANY_ORIGIN
 from exp.server._cors import normalize_origin
 from exp.server._feeds import FETCH_TIMEOUT, MAX_FEED_BYTES
@@ -42,7 +43,7 @@ from exp.server._network import (
     MAX_SUBSCRIPTIONS,
 )
 from exp.server._seed import SeedError, demo_seed_path, load_seed
-from exp.server._server import ExpServer, ServerConfig, make_hub, make_storage
+from exp.server._server import ExpServer, make_hub, make_storage
 
 
 def _positive(kind: type, name: str) -> Any:

@@ -44,8 +44,9 @@ from twisted.internet.defer import maybeDeferred
 from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.interfaces import IListeningPort
 
+from exp.server._config import ServerConfig
 from exp.server._seed import Organization, demo_seed_path, load_seed
-from exp.server._server import ExpServer, ServerConfig, make_hub, make_storage
+from exp.server._server import ExpServer, make_hub, make_storage
 
 __all__ = ["DEMO", "TEST_PASSWORD_COST", "RunningServer", "ServerProcess", "start_server"]
 
