@@ -93,6 +93,9 @@ def verify(token: object, key: str | bytes, now: float | None = None) -> dict[st
     """
     Check the signature and expiry of C{token} and return its claims.
 
+    @param now: the time to check the expiry against, seconds since the
+        epoch (the system clock's if none: pass the reactor's).
+
     @raise InvalidToken: if the token is malformed, not signed with C{key}
         using HS256, or expired.
     """
@@ -109,21 +112,34 @@ def verify(token: object, key: str | bytes, now: float | None = None) -> dict[st
     return claims
 
 
+def _login_token(claims: dict[str, Any], key: str, lifetime: float, now: float | None) -> str:
+    """C{claims} signed with C{key}, issued at C{now} and good for C{lifetime} seconds."""
+    issued = int(time.time() if now is None else now)
+    return sign({**claims, "iat": issued, "exp": issued + int(lifetime)}, key)
+
+
 def device_token(uuid: str, secret: str, allow_pairing: bool = False,
-                 lifetime: float = 3600.0) -> str:
-    """The login token of a device (pairing devices sign with C{"_"}/C{"_"})."""
-    now = int(time.time())
-    return sign(
-        {"type": "device", "uuid": uuid, "allowPairing": allow_pairing,
-         "iat": now, "exp": now + int(lifetime)},
-        secret,
-    )
+                 lifetime: float = 3600.0, now: float | None = None) -> str:
+    """
+    The login token of a device (pairing devices sign with C{"_"}/C{"_"}).
+
+    @param allow_pairing: let the device in unpaired if its credentials do
+        not log in.
+    @param lifetime: seconds the token is good for.
+    @param now: the time of issue, seconds since the epoch (the system
+        clock's if none).
+    """
+    return _login_token({"type": "device", "uuid": uuid, "allowPairing": allow_pairing},
+                        secret, lifetime, now)
 
 
-def consumer_app_token(uuid: str, api_key: str, lifetime: float = 3600.0) -> str:
-    """The login token of a consumer app."""
-    now = int(time.time())
-    return sign(
-        {"type": "consumerApp", "uuid": uuid, "iat": now, "exp": now + int(lifetime)},
-        api_key,
-    )
+def consumer_app_token(uuid: str, api_key: str, lifetime: float = 3600.0,
+                       now: float | None = None) -> str:
+    """
+    The login token of a consumer app.
+
+    @param lifetime: seconds the token is good for.
+    @param now: the time of issue, seconds since the epoch (the system
+        clock's if none).
+    """
+    return _login_token({"type": "consumerApp", "uuid": uuid}, api_key, lifetime, now)

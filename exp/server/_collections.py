@@ -20,7 +20,7 @@ from exp.server._storage import Document
 from exp.server._web import bad_request
 
 #: Stores the fields of an update and gives the document after it (or
-#: L{None} if there is none to update).
+#: C{None} if there is none to update).
 Store = Callable[[], Awaitable[Document | None]]
 #: A hook around an update: given the server, the organization, the uuid,
 #: the fields and L{Store}, stores them and gives what L{Store} gave.

@@ -89,7 +89,7 @@ class Policy:
 
     @ivar revocations: the credentials that changed, which refuse the
         tokens issued before.
-    @ivar tokens: signs and verifies the server's tokens; L{None} until the
+    @ivar tokens: signs and verifies the server's tokens; C{None} until the
         server has started (its key is in the storage).
     """
 

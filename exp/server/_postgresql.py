@@ -7,7 +7,6 @@ the loop thread of L{exp.server._asyncio}) with its connection pool.
 
 from __future__ import annotations
 
-import time
 import uuid as uuidlib
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -291,8 +290,9 @@ class PostgreSQLStorage:
 
     def add_logs(self, organization: str, identity: Document,
                  entries: list[Any]) -> Deferred[None]:
+        now = self._reactor.seconds()
+
         async def run(db: Any) -> None:
-            now = time.time()
             async with db.cursor() as cursor:
                 await cursor.executemany(
                     "INSERT INTO exp_logs (organization, identity, received, entry)"

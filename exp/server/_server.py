@@ -118,7 +118,7 @@ class ExpServer:
 
     @property
     def tokens(self) -> TokenIssuer | None:
-        """Signs and verifies the server's tokens; L{None} until started."""
+        """Signs and verifies the server's tokens; C{None} until started."""
         return self.policy.tokens
 
     async def start(self) -> None:

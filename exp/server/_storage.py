@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-import time
 import uuid as uuidlib
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -310,8 +309,9 @@ class SQLiteStorage:
 
     def add_logs(self, organization: str, identity: Document,
                  entries: list[Any]) -> Deferred[None]:
+        now = self._reactor.seconds()
+
         def run(db: sqlite3.Connection) -> None:
-            now = time.time()
             who = dumps(identity)
             db.executemany(
                 "INSERT INTO logs (organization, identity, received, entry) VALUES (?,?,?,?)",

@@ -1,6 +1,6 @@
 """
 The REST API's routes, by area; each area's module declares its routes
-klein-style, as decorated functions of the server (L{Server}) and the request:
+klein-style, as decorated functions of the server (L{Server}) and the request::
 
     from exp.server.routes.documents import routes
 
