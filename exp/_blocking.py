@@ -209,7 +209,7 @@ class Exp(Blocking):
     def stop(self) -> None:
         """Stop this instance: listeners cancelled, connections closed."""
         _forget(self)
-        if not self.service._stopped:
+        if not self.service.session.stopped:
             _in_reactor(self.service.stopService)
 
 
