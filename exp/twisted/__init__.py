@@ -7,14 +7,9 @@ listeners, resources and log shippers reach the server through its
 C{session}, a L{Session}; L{exp.twisted.testing} gives tests a spy of one.
 """
 
-from exp.errors import (
-    ApiError,
-    AuthenticationError,
-    ExpError,
-    NetworkError,
-    RuntimeError,
-    UnexpectedError,
-)
+# ruff: noqa: F405 - the errors in __all__ are those of exp.errors, imported with *
+
+from exp.errors import *  # noqa: F403
 from exp.twisted._channels import Broadcast, Channel, Listener
 from exp.twisted._events import Handle
 from exp.twisted._resources import (
