@@ -16,10 +16,11 @@ tests and programs that run a reactor of their own inject another runner.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import threading
 from collections.abc import Callable
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, overload
 
 import crochet
 from twisted.internet.defer import Deferred, maybeDeferred
@@ -30,13 +31,21 @@ from exp import twisted as core
 from exp._options import Options, check_options
 from exp.errors import RuntimeError
 from exp.twisted import ResourceList
+from exp.twisted import _calls as calls
 from exp.twisted._channels import MAX_QUEUE
 from exp.twisted._logs import LogShipper
+from exp.twisted._resources import _Located as CoreLocated
+from exp.twisted._resources import _Stored as CoreStored
 
 _setup_lock = threading.Lock()
 _started = False
 
-B = TypeVar("B", bound="Blocking")
+T = TypeVar("T")
+C = TypeVar("C")
+B = TypeVar("B", bound="Blocking[Any]")
+S = TypeVar("S", bound=CoreStored)
+R = TypeVar("R", bound=core.Resource)
+L = TypeVar("L", bound=CoreLocated)
 
 
 class _ToExpLogger(logging.Handler):
@@ -171,24 +180,66 @@ def _wrap(value: Any, runner: Runner) -> Any:
     return value
 
 
-class Blocking:
+class Read(Generic[T]):
+    """
+    An attribute of a blocking object: the core's attribute of the same name,
+    read in the reactor thread (and wrapped, if it is an object of the
+    core).  A blocking class declares one with an annotation
+    (C{name: Read[str]}); L{Blocking} makes it.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    @overload
+    def __get__(self, instance: None, owner: type) -> Read[T]: ...
+
+    @overload
+    def __get__(self, instance: Blocking[Any], owner: type) -> T: ...
+
+    def __get__(self, instance: Blocking[Any] | None, owner: type) -> Any:
+        """The core's attribute, read in the reactor thread."""
+        return self if instance is None else instance._get(self.name)
+
+
+class Write(Read[T]):
+    """A L{Read} attribute that is also written in the reactor thread."""
+
+    def __set__(self, instance: Blocking[Any], value: T) -> None:
+        """Set the core's attribute in the reactor thread."""
+        instance._set(self.name, value)
+
+
+class Blocking(Generic[C]):
     """
     A blocking view of an object of L{exp.twisted}, its core: calls run in
     the reactor thread and return their results; attributes are read and
     written there too.  Two views of one core are equal.
+
+    A subclass declares its attributes by annotation: C{name: Read[str]}, or
+    C{name: Write[str]} if it may be set.  Setting any other attribute raises
+    C{AttributeError}.
     """
 
     __slots__ = ("_core", "_runner")
 
-    _core: Any
+    _core: C
+    _runner: Runner
 
-    def __init__(self, core: Any, runner: Runner | None = None) -> None:
+    def __init__(self, core: C, runner: Runner | None = None) -> None:
         """
         @param core: the object of L{exp.twisted}.
         @param runner: runs code in the reactor thread (L{default_runner} by default).
         """
-        self._core = core
-        self._runner = runner if runner is not None else default_runner()
+        object.__setattr__(self, "_core", core)
+        object.__setattr__(self, "_runner", runner if runner is not None else default_runner())
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for name, annotation in vars(cls).get("__annotations__", {}).items():
+            kind = str(annotation).split("[", 1)[0]
+            if kind in ("Read", "Write"):
+                setattr(cls, name, Read(name) if kind == "Read" else Write(name))
 
     def _call(self, f: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """C{f(*args, **kwargs)} in the reactor thread; its result, wrapped."""
@@ -201,6 +252,13 @@ class Blocking:
     def _set(self, name: str, value: Any) -> None:
         """Set the core's attribute C{name} in the reactor thread."""
         self._runner.call(setattr, self._core, name, value)
+
+    if not TYPE_CHECKING:  # to type checkers, a view has the attributes it declares only
+
+        def __setattr__(self, name: str, value: Any) -> None:
+            if not isinstance(getattr(type(self), name, None), Write):
+                raise AttributeError(f"{type(self).__name__} has no attribute {name!r} to set")
+            super().__setattr__(name, value)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Blocking) and other._core is self._core
@@ -216,42 +274,29 @@ class Blocking:
 # -- the network ---------------------------------------------------------------------------
 
 
-class Handle(Blocking):
+class Handle(Blocking[core.Handle]):
     """What L{Exp.on} returns: C{cancel()} stops the callbacks."""
-
-    __slots__ = ()
-    _core: core.Handle
 
     def cancel(self) -> None:
         """Call the callback no more (calling twice is harmless)."""
         self._call(self._core.cancel)
 
 
-class Channel(Blocking):
-    """A named channel of the organization; cheap, no I/O until used."""
+class Channel(Blocking[core.Channel]):
+    """
+    A named channel of the organization; cheap, no I/O until used.
 
-    __slots__ = ()
-    _core: core.Channel
+    @ivar name: the channel's name.
+    @ivar system: whether it carries notifications of the server, which
+        nobody may broadcast on.
+    @ivar consumer: whether consumer apps may use it (they may use no other).
+    @ivar id: its id on the wire.
+    """
 
-    @property
-    def name(self) -> str:
-        """The channel's name."""
-        return str(self._get("name"))
-
-    @property
-    def system(self) -> bool:
-        """Whether it carries server notifications (nobody may broadcast on it)."""
-        return bool(self._get("system"))
-
-    @property
-    def consumer(self) -> bool:
-        """Whether it is a consumer channel, the only kind consumer apps may use."""
-        return bool(self._get("consumer"))
-
-    @property
-    def id(self) -> str:
-        """The channel's id on the wire."""
-        return str(self._get("id"))
+    name: Read[str]
+    system: Read[bool]
+    consumer: Read[bool]
+    id: Read[str]
 
     def broadcast(self, name: str, payload: Any = None, timeout: float = 0.1) -> list[Any]:
         """
@@ -302,26 +347,18 @@ def _in_worker_thread(callback: Callable[[Broadcast], Any],
     return run
 
 
-class Listener(Blocking):
-    """Receives the broadcasts of one name on a channel (see L{Channel.listen})."""
+class Listener(Blocking[core.Listener]):
+    """
+    Receives the broadcasts of one name on a channel (see L{Channel.listen}).
 
-    __slots__ = ()
-    _core: core.Listener
+    @ivar channel: the L{Channel} listened on.
+    @ivar name: the name of the broadcasts it receives.
+    @ivar cancelled: whether L{cancel} was called (or the instance stopped).
+    """
 
-    @property
-    def channel(self) -> Channel:
-        """The channel listened on."""
-        return self._get("channel")
-
-    @property
-    def name(self) -> str:
-        """The name of the broadcasts received."""
-        return str(self._get("name"))
-
-    @property
-    def cancelled(self) -> bool:
-        """Whether L{cancel} was called (or the instance stopped)."""
-        return bool(self._get("cancelled"))
+    channel: Read[Channel]
+    name: Read[str]
+    cancelled: Read[bool]
 
     def wait(self, timeout: float | None = 0) -> Broadcast | None:
         """
@@ -335,31 +372,20 @@ class Listener(Blocking):
         self._call(self._core.cancel)
 
 
-class Broadcast(Blocking):
-    """One broadcast received by a listener."""
+class Broadcast(Blocking[core.Broadcast]):
+    """
+    One broadcast received by a listener.
 
-    __slots__ = ()
-    _core: core.Broadcast
+    @ivar name: what the broadcaster named it.
+    @ivar payload: its payload: this listener's own copy.
+    @ivar channel: the L{Channel} it came on.
+    @ivar id: the id the server gave it, which a response names.
+    """
 
-    @property
-    def name(self) -> str | None:
-        """The broadcast's name."""
-        return self._get("name")
-
-    @property
-    def payload(self) -> Any:
-        """The broadcast's payload: this listener's own copy."""
-        return self._get("payload")
-
-    @property
-    def channel(self) -> Channel:
-        """The channel it came on."""
-        return self._get("channel")
-
-    @property
-    def id(self) -> str | None:
-        """The id the server gave it."""
-        return self._get("id")
+    name: Read[str | None]
+    payload: Read[Any]
+    channel: Read[Channel]
+    id: Read[str | None]
 
     def respond(self, payload: Any = None) -> None:
         """
@@ -373,24 +399,16 @@ class Broadcast(Blocking):
 # -- resources -----------------------------------------------------------------------------
 
 
-class _Stored(Blocking):
-    """A document stored at a path of the API."""
+class _Stored(Blocking[S]):
+    """
+    A document stored at a path of the API.
 
-    __slots__ = ()
-    _core: Any
-
-    @property
-    def document(self) -> dict[str, Any]:
-        """
-        The raw document, a dict (assigning anything else raises
+    @ivar document: the raw document, a dict (assigning anything else raises
         L{exp.RuntimeError}).  It is the resource's own: change it between
-        calls, not while another thread calls L{refresh} or C{save}.
-        """
-        return self._get("document")
+        calls, not while another thread calls C{refresh} or C{save}.
+    """
 
-    @document.setter
-    def document(self, value: dict[str, Any]) -> None:
-        self._set("document", value)
+    document: Write[dict[str, Any]]
 
     def refresh(self: B) -> B:
         """GET the document again; this object."""
@@ -406,29 +424,18 @@ class _Stored(Blocking):
         return self._call(self._core.get_channel, system, consumer)
 
 
-class Resource(_Stored):
-    """A document of the API named by its uuid."""
+class Resource(_Stored[R]):
+    """
+    A document of the API named by its uuid.
 
-    __slots__ = ()
+    @ivar uuid: the uuid of the document.
+    @ivar name: its C{name} field (settable).
+    @ivar subtype: its C{subtype} field, e.g. C{scala:content:file}.
+    """
 
-    @property
-    def uuid(self) -> str | None:
-        """The document's uuid."""
-        return self._get("uuid")
-
-    @property
-    def name(self) -> str | None:
-        """The C{name} field of the document (settable)."""
-        return self._get("name")
-
-    @name.setter
-    def name(self, value: str) -> None:
-        self._set("name", value)
-
-    @property
-    def subtype(self) -> str | None:
-        """The C{subtype} field of the document."""
-        return self._get("subtype")
+    uuid: Read[str | None]
+    name: Write[str | None]
+    subtype: Read[str | None]
 
     def save(self: B) -> B:
         """PATCH the document, then take the server's; this object."""
@@ -436,10 +443,8 @@ class Resource(_Stored):
         return self
 
 
-class _Located(Resource):
+class _Located(Resource[L]):
     """Devices and things: they have a location and zones in it."""
-
-    __slots__ = ()
 
     def get_location(self) -> Location | None:
         """The location named by the document; C{None} if there is none."""
@@ -450,29 +455,20 @@ class _Located(Resource):
         return self._call(self._core.get_zones)
 
 
-class Device(_Located):
+class Device(_Located[core.Device]):
     """A device: a player, a kiosk, a screen."""
-
-    __slots__ = ()
-    _core: core.Device
 
     def get_experience(self) -> Experience | None:
         """The experience named by the document; C{None} if there is none."""
         return self._call(self._core.get_experience)
 
 
-class Thing(_Located):
+class Thing(_Located[core.Thing]):
     """A thing: something with a location that is not a device."""
 
-    __slots__ = ()
-    _core: core.Thing
 
-
-class Experience(Resource):
+class Experience(Resource[core.Experience]):
     """An experience: what devices show."""
-
-    __slots__ = ()
-    _core: core.Experience
 
     def get_devices(self, params: dict[str, Any] | None = None,
                     **kwargs: Any) -> ResourceList[Device]:
@@ -480,11 +476,8 @@ class Experience(Resource):
         return self._call(self._core.get_devices, params, **kwargs)
 
 
-class Location(Resource):
+class Location(Resource[core.Location]):
     """A location: a place with devices, things, zones and a layout image."""
-
-    __slots__ = ()
-    _core: core.Location
 
     def get_devices(self, params: dict[str, Any] | None = None,
                     **kwargs: Any) -> ResourceList[Device]:
@@ -505,39 +498,20 @@ class Location(Resource):
         return str(self._call(self._core.get_layout_url))
 
 
-class Zone(Blocking):
-    """A zone of a location; it is saved and refreshed through its location."""
+class Zone(Blocking[core.Zone]):
+    """
+    A zone of a location; it is saved and refreshed through its location.
 
-    __slots__ = ()
-    _core: core.Zone
+    @ivar location: the L{Location} whose document holds the zone.
+    @ivar document: the zone's part of that document, a dict.
+    @ivar key: the zone's key, unique in its location.
+    @ivar name: the zone's name (settable).
+    """
 
-    @property
-    def location(self) -> Location:
-        """The location whose document holds this zone."""
-        return self._get("location")
-
-    @property
-    def document(self) -> dict[str, Any]:
-        """The zone's part of the location's document, a dict."""
-        return self._get("document")
-
-    @document.setter
-    def document(self, value: dict[str, Any]) -> None:
-        self._set("document", value)
-
-    @property
-    def key(self) -> str | None:
-        """The zone's key, unique in its location."""
-        return self._get("key")
-
-    @property
-    def name(self) -> str | None:
-        """The zone's name (settable)."""
-        return self._get("name")
-
-    @name.setter
-    def name(self, value: str) -> None:
-        self._set("name", value)
+    location: Read[Location]
+    document: Write[dict[str, Any]]
+    key: Read[str | None]
+    name: Write[str | None]
 
     def get_location(self) -> Location:
         """The zone's location."""
@@ -566,22 +540,16 @@ class Zone(Blocking):
         return self._call(self._core.get_channel, system, consumer)
 
 
-class Feed(Resource):
+class Feed(Resource[core.Feed]):
     """A data feed: a weather, RSS, JSON or other source the server reads."""
-
-    __slots__ = ()
-    _core: core.Feed
 
     def get_data(self, **params: Any) -> Any:
         """The feed's decoded data (dynamic feeds: C{searchValue=...})."""
         return self._call(self._core.get_data, **params)
 
 
-class Content(Resource):
+class Content(Resource[core.Content]):
     """An item of the content tree: a folder, a file, an app or a URL (read-only)."""
-
-    __slots__ = ()
-    _core: core.Content
 
     def get_children(self, params: dict[str, Any] | None = None,
                      **kwargs: Any) -> ResourceList[Content]:
@@ -604,30 +572,18 @@ class Content(Resource):
         return self._call(self._core.get_variant_url, name)
 
 
-class Data(_Stored):
-    """A data item of the key/value store: C{key}, C{group} and a settable C{value}."""
+class Data(_Stored[core.Data]):
+    """
+    A data item of the key/value store.
 
-    __slots__ = ()
-    _core: core.Data
+    @ivar key: its key, unique in its group.
+    @ivar group: its group.
+    @ivar value: its value, any JSON (settable; L{save} stores it).
+    """
 
-    @property
-    def key(self) -> str:
-        """The item's key, unique in its group."""
-        return str(self._get("key"))
-
-    @property
-    def group(self) -> str:
-        """The item's group."""
-        return str(self._get("group"))
-
-    @property
-    def value(self) -> Any:
-        """The item's value, any JSON (settable; L{save} stores it)."""
-        return self._get("value")
-
-    @value.setter
-    def value(self, value: Any) -> None:
-        self._set("value", value)
+    key: Read[str]
+    group: Read[str]
+    value: Write[Any]
 
     def save(self) -> Data:
         """PUT the value, then take the server's document; this object."""
@@ -642,6 +598,107 @@ _FACES: dict[type, type[Blocking]] = {
     core.Thing: Thing, core.Experience: Experience, core.Location: Location,
     core.Zone: Zone, core.Feed: Feed, core.Content: Content, core.Data: Data,
 }
+#: The class of the core of each blocking resource.
+_KINDS: dict[type[Blocking], type[core.Resource]] = {
+    face: kind for kind, face in _FACES.items() if issubclass(kind, core.Resource)}
+
+
+# -- the calls of each kind of resource ------------------------------------------------------
+
+V = TypeVar("V", bound=Blocking[Any])
+V_co = TypeVar("V_co", bound=Blocking[Any], covariant=True)
+
+
+class Getter(Protocol[V_co]):
+    """C{get_<kind>(uuid=None)}: the document C{uuid}; C{None} if there is none."""
+
+    def __call__(self, uuid: str | None = None) -> V_co | None: ...
+
+
+class Finder(Protocol[V]):
+    """C{find_<kinds>(params=None, **kwargs)}: the documents that match, a list."""
+
+    def __call__(self, params: dict[str, Any] | None = None,
+                 **kwargs: Any) -> ResourceList[V]: ...
+
+
+class Creator(Protocol[V_co]):
+    """C{create_<kind>(document=None)}: a new document, with its uuid."""
+
+    def __call__(self, document: dict[str, Any] | None = None) -> V_co: ...
+
+
+class Deleter(Protocol):
+    """C{delete_<kind>(uuid)}: the document C{uuid} deleted."""
+
+    def __call__(self, uuid: str) -> None: ...
+
+
+def _names(view: type[Blocking], count: int) -> list[str]:
+    """The names of the first C{count} calls of a kind: C{get_<kind>}, C{find_<kinds>}, ..."""
+    noun, plural = calls.names(_KINDS[view])
+    return [f"get_{noun}", f"find_{plural}", f"create_{noun}", f"delete_{noun}"][:count]
+
+
+def _like(function: Callable[..., Any], model: Callable[..., Any],
+         drop_self: bool = False) -> Callable[..., Any]:
+    """
+    C{function}, with the name, docstring and signature of C{model}, a call
+    of L{exp.twisted}; it returns what C{model}'s Deferred gives.
+    """
+    signature = inspect.signature(model)
+    returns = str(signature.return_annotation)
+    if returns.startswith("Deferred[") and returns.endswith("]"):
+        returns = returns[len("Deferred["):-1]
+    parameters = list(signature.parameters.values())[1 if drop_self else 0:]
+    function.__name__ = function.__qualname__ = model.__name__
+    function.__doc__ = model.__doc__
+    function.__signature__ = signature.replace(  # type: ignore[attr-defined]
+        parameters=parameters, return_annotation=returns)
+    return function
+
+
+def _method(name: str) -> calls.Method[Any]:
+    """The blocking method C{name} of L{Exp}: the service's call of that name."""
+
+    def call(self: Exp, *args: Any, **kwargs: Any) -> Any:
+        return self._call(getattr(self._core, name), *args, **kwargs)
+
+    return calls.Method(_like(call, getattr(core.ExpService, name)))
+
+
+def readers(view: type[V]) -> tuple[calls.Method[Getter[V]], calls.Method[Finder[V]]]:
+    """The methods C{get_<kind>} and C{find_<kinds>} of L{Exp}."""
+    get, find = (_method(name) for name in _names(view, 2))
+    return get, find
+
+
+def family(view: type[V]) -> tuple[calls.Method[Getter[V]], calls.Method[Finder[V]],
+                                   calls.Method[Creator[V]], calls.Method[Deleter]]:
+    """The methods C{get_<kind>}, C{find_<kinds>}, C{create_<kind>}, C{delete_<kind>} of L{Exp}."""
+    get, find, create, delete = (_method(name) for name in _names(view, 4))
+    return get, find, create, delete
+
+
+def _of_current(name: str) -> Callable[..., Any]:
+    """The module-level call C{name}: that of the most recently started instance."""
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        return getattr(current(), name)(*args, **kwargs)
+
+    return _like(call, getattr(core.ExpService, name), drop_self=True)
+
+
+def current_readers(view: type[V]) -> tuple[Getter[V], Finder[V]]:
+    """The module-level calls C{get_<kind>} and C{find_<kinds>}."""
+    get, find = (_of_current(name) for name in _names(view, 2))
+    return get, find
+
+
+def current_family(view: type[V]) -> tuple[Getter[V], Finder[V], Creator[V], Deleter]:
+    """The module-level calls C{get_<kind>}, C{find_<kinds>}, C{create_<kind>}, C{delete_<kind>}."""
+    get, find, create, delete = (_of_current(name) for name in _names(view, 4))
+    return get, find, create, delete
 
 
 # -- an instance -----------------------------------------------------------------------------
@@ -667,45 +724,31 @@ class _ShippingHandler(logging.Handler):
                           record.created, logger=record.name)
 
 
-class Exp(Blocking):
+class Exp(Blocking[core.ExpService]):
     """
     One started SDK instance (what C{exp.start} returns): the calls of
     L{exp.twisted.ExpService}, blocking.
+
+    @ivar options: the options in use; once a pairing device is paired,
+        with the credentials it was given.
+    @ivar is_connected: whether the network connection is up.
+    @ivar auth: the current auth payload.
+    @ivar identity: a copy of the identity of the auth payload.
+    @ivar pairing_code: the code to pair this device with, while unpaired.
     """
 
-    __slots__ = ()
-    _core: core.ExpService
+    options: Read[Options]
+    is_connected: Read[bool]
+    auth: Read[dict[str, Any]]
+    identity: Read[dict[str, Any]]
+    pairing_code: Read[str | None]
+
     _log = Logger()
 
     @property
     def service(self) -> core.ExpService:
         """The L{exp.twisted.ExpService} underneath (for use in the reactor thread)."""
         return self._core
-
-    @property
-    def options(self) -> Options:
-        """The options in use (once a pairing device is paired, with its credentials)."""
-        return self._get("options")
-
-    @property
-    def is_connected(self) -> bool:
-        """Whether the network connection is up."""
-        return bool(self._get("is_connected"))
-
-    @property
-    def auth(self) -> dict[str, Any]:
-        """The current auth payload."""
-        return self._get("auth")
-
-    @property
-    def identity(self) -> dict[str, Any]:
-        """The identity of the current auth payload (a copy)."""
-        return self._get("identity")
-
-    @property
-    def pairing_code(self) -> str | None:
-        """The code to pair this device with, while it is unpaired."""
-        return self._get("pairing_code")
 
     def whenConnected(self) -> None:
         """Return once the network connection is up."""
@@ -774,81 +817,24 @@ class Exp(Blocking):
 
     # -- resources ------------------------------------------------------------------
 
-    def get_device(self, uuid: str | None = None) -> Device | None:
-        """The device C{uuid}; C{None} if there is none (or no uuid)."""
-        return self._call(self._core.get_device, uuid)
-
-    def find_devices(self, params: dict[str, Any] | None = None,
-                     **kwargs: Any) -> ResourceList[Device]:
-        """The devices that match the query parameters C{params} and C{kwargs}."""
-        return self._call(self._core.find_devices, params, **kwargs)
-
-    def create_device(self, document: dict[str, Any] | None = None) -> Device:
-        """A new device with C{document} (C{{}} by default)."""
-        return self._call(self._core.create_device, document)
-
-    def delete_device(self, uuid: str) -> None:
-        """Delete the device C{uuid}."""
-        self._call(self._core.delete_device, uuid)
+    get_device, find_devices, create_device, delete_device = family(Device)
+    """L{ExpService<exp.twisted.ExpService>}'s calls of devices, blocking."""
 
     def get_current_device(self) -> Device | None:
         """This device's document; C{None} for users and consumer apps."""
         return self._call(self._core.get_current_device)
 
-    def get_thing(self, uuid: str | None = None) -> Thing | None:
-        """The thing C{uuid}; C{None} if there is none (or no uuid)."""
-        return self._call(self._core.get_thing, uuid)
-
-    def find_things(self, params: dict[str, Any] | None = None,
-                    **kwargs: Any) -> ResourceList[Thing]:
-        """The things that match the query parameters C{params} and C{kwargs}."""
-        return self._call(self._core.find_things, params, **kwargs)
-
-    def create_thing(self, document: dict[str, Any] | None = None) -> Thing:
-        """A new thing with C{document} (C{{}} by default)."""
-        return self._call(self._core.create_thing, document)
-
-    def delete_thing(self, uuid: str) -> None:
-        """Delete the thing C{uuid}."""
-        self._call(self._core.delete_thing, uuid)
-
-    def get_experience(self, uuid: str | None = None) -> Experience | None:
-        """The experience C{uuid}; C{None} if there is none (or no uuid)."""
-        return self._call(self._core.get_experience, uuid)
-
-    def find_experiences(self, params: dict[str, Any] | None = None,
-                         **kwargs: Any) -> ResourceList[Experience]:
-        """The experiences that match the query parameters C{params} and C{kwargs}."""
-        return self._call(self._core.find_experiences, params, **kwargs)
-
-    def create_experience(self, document: dict[str, Any] | None = None) -> Experience:
-        """A new experience with C{document} (C{{}} by default)."""
-        return self._call(self._core.create_experience, document)
-
-    def delete_experience(self, uuid: str) -> None:
-        """Delete the experience C{uuid}."""
-        self._call(self._core.delete_experience, uuid)
+    get_thing, find_things, create_thing, delete_thing = family(Thing)
+    """Blocking, the service's four calls of things."""
+    get_experience, find_experiences, create_experience, delete_experience = family(Experience)
+    """Of experiences: get, find, create and delete, as the service's, blocking."""
 
     def get_current_experience(self) -> Experience | None:
         """The experience of this device, if any."""
         return self._call(self._core.get_current_experience)
 
-    def get_location(self, uuid: str | None = None) -> Location | None:
-        """The location C{uuid}; C{None} if there is none (or no uuid)."""
-        return self._call(self._core.get_location, uuid)
-
-    def find_locations(self, params: dict[str, Any] | None = None,
-                       **kwargs: Any) -> ResourceList[Location]:
-        """The locations that match the query parameters C{params} and C{kwargs}."""
-        return self._call(self._core.find_locations, params, **kwargs)
-
-    def create_location(self, document: dict[str, Any] | None = None) -> Location:
-        """A new location with C{document} (C{{}} by default)."""
-        return self._call(self._core.create_location, document)
-
-    def delete_location(self, uuid: str) -> None:
-        """Delete the location C{uuid}."""
-        self._call(self._core.delete_location, uuid)
+    get_location, find_locations, create_location, delete_location = family(Location)
+    """The locations' calls, blocking (their zones are in each location's document)."""
 
     def get_current_location(self) -> Location | None:
         """The location of this device, if any."""
@@ -858,31 +844,10 @@ class Exp(Blocking):
         """The zones of this device's location it is in ([] if none)."""
         return self._call(self._core.get_current_zones)
 
-    def get_feed(self, uuid: str | None = None) -> Feed | None:
-        """The feed C{uuid}; C{None} if there is none (or no uuid)."""
-        return self._call(self._core.get_feed, uuid)
-
-    def find_feeds(self, params: dict[str, Any] | None = None,
-                   **kwargs: Any) -> ResourceList[Feed]:
-        """The feeds that match the query parameters C{params} and C{kwargs}."""
-        return self._call(self._core.find_feeds, params, **kwargs)
-
-    def create_feed(self, document: dict[str, Any] | None = None) -> Feed:
-        """A new feed with C{document} (C{{}} by default)."""
-        return self._call(self._core.create_feed, document)
-
-    def delete_feed(self, uuid: str) -> None:
-        """Delete the feed C{uuid}."""
-        self._call(self._core.delete_feed, uuid)
-
-    def get_content(self, uuid: str | None = None) -> Content | None:
-        """The content item C{uuid}; C{None} if there is none (or no uuid)."""
-        return self._call(self._core.get_content, uuid)
-
-    def find_content(self, params: dict[str, Any] | None = None,
-                     **kwargs: Any) -> ResourceList[Content]:
-        """The content items that match the query parameters C{params} and C{kwargs}."""
-        return self._call(self._core.find_content, params, **kwargs)
+    get_feed, find_feeds, create_feed, delete_feed = family(Feed)
+    """Feeds' get, find, create and delete; a feed's data is C{feed.get_data()}."""
+    get_content, find_content = readers(Content)
+    """The content tree's two calls (it is read-only), blocking."""
 
     def get_data(self, key: str | None = None, group: str = "default") -> Data | None:
         """The data item C{group}/C{key}; C{None} if there is none (or no key or group)."""

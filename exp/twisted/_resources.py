@@ -9,7 +9,7 @@ that talks to the server returns a Deferred.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, Generic, TypeVar
 from urllib.parse import quote, urlencode
 
@@ -23,6 +23,7 @@ from exp.twisted._session import HasSession, Session, session_of
 T = TypeVar("T")
 S = TypeVar("S", bound="_Stored")
 R = TypeVar("R", bound="Resource")
+N = TypeVar("N", bound="_NamedByDevices")
 
 
 class ResourceList(list[T], Generic[T]):
@@ -238,9 +239,7 @@ class _Located(Resource):
 
     def get_location(self) -> Deferred[Location | None]:
         """The location named by the document; C{None} if there is none."""
-        location = self.document.get("location")
-        uuid = location.get("uuid") if isinstance(location, dict) else None
-        return Location.get(self._session, uuid)
+        return Location.get(self._session, _uuid_in(self.document, Location.field))
 
     def get_zones(self) -> Deferred[list[Zone]]:
         """The zones of the location that the document names ([] if none)."""
@@ -278,9 +277,7 @@ class Device(_Located):
 
     def get_experience(self) -> Deferred[Experience | None]:
         """The experience named by the document; C{None} if there is none."""
-        experience = self.document.get("experience")
-        uuid = experience.get("uuid") if isinstance(experience, dict) else None
-        return Experience.get(self._session, uuid)
+        return Experience.get(self._session, _uuid_in(self.document, Experience.field))
 
 
 class Thing(_Located):
@@ -289,44 +286,53 @@ class Thing(_Located):
     collection = "/api/things"
 
 
-async def _of_current_device(session: Session, step: Any) -> Any:
-    """C{step(device)} for the device logged in; C{None} if it is none."""
-    device = await Device.current(session)
-    return None if device is None else await step(device)
+def _uuid_in(document: dict[str, Any], field: str) -> Any:
+    """The uuid that a field of a document names (C{{field: {"uuid": ...}}}), if any."""
+    named = document.get(field)
+    return named.get("uuid") if isinstance(named, dict) else None
 
 
-class Experience(Resource):
+class _NamedByDevices(Resource):
+    """
+    A kind of document that devices name in a field of theirs (their
+    experience, their location): the device logged in may name one, and the
+    devices that name one can be found.
+    """
+
+    #: The field of a device's document that names a document of this kind.
+    field: ClassVar[str] = ""
+
+    @classmethod
+    def current(cls: type[N], session: Session, /) -> Deferred[N | None]:
+        """The document of this kind that the device logged in names, if any."""
+        return ensureDeferred(cls._current(session))
+
+    @classmethod
+    async def _current(cls: type[N], session: Session) -> N | None:
+        device = await Device.current(session)
+        if device is None:
+            return None
+        return await cls.get(session, _uuid_in(device.document, cls.field))
+
+    def get_devices(self, params: dict[str, Any] | None = None,
+                    **kwargs: Any) -> Deferred[ResourceList[Device]]:
+        """The devices that name this document (further query parameters as C{find})."""
+        return Device.find(self._session, query_params(params, kwargs,
+                                                       {f"{self.field}.uuid": self.uuid}))
+
+
+class Experience(_NamedByDevices):
     """An experience: what devices show."""
 
     collection = "/api/experiences"
-
-    @classmethod
-    def current(cls, session: Session, /) -> Deferred[Experience | None]:
-        """The experience of the device logged in, if any."""
-        return ensureDeferred(_of_current_device(session, Device.get_experience))
-
-    def get_devices(self, params: dict[str, Any] | None = None,
-                    **kwargs: Any) -> Deferred[ResourceList[Device]]:
-        """The devices of this experience (further query parameters as C{find})."""
-        return Device.find(self._session, query_params(params, kwargs,
-                                                       {"experience.uuid": self.uuid}))
+    field = "experience"
 
 
-class Location(Resource):
+class Location(_NamedByDevices):
     """A location: a place with devices, things, zones and a layout image."""
 
     collection = "/api/locations"
-
-    @classmethod
-    def current(cls, session: Session, /) -> Deferred[Location | None]:
-        """The location of the device logged in, if any."""
-        return ensureDeferred(_of_current_device(session, Device.get_location))
-
-    def get_devices(self, params: dict[str, Any] | None = None,
-                    **kwargs: Any) -> Deferred[ResourceList[Device]]:
-        """The devices at this location (further query parameters as C{find})."""
-        return Device.find(self._session, query_params(params, kwargs,
-                                                       {"location.uuid": self.uuid}))
+    field = "location"
 
     def get_things(self, params: dict[str, Any] | None = None,
                    **kwargs: Any) -> Deferred[ResourceList[Thing]]:
@@ -370,8 +376,8 @@ class Zone(_Named):
 
     @classmethod
     async def _current(cls, session: Session) -> list[Zone]:
-        zones = await _of_current_device(session, Device.get_zones)
-        return zones or []
+        device = await Device.current(session)
+        return [] if device is None else await device.get_zones()
 
     @property
     def key(self) -> str | None:
@@ -394,19 +400,14 @@ class Zone(_Named):
 
     def save(self) -> Deferred[Zone]:
         """Save the location; this zone, with the server's document."""
-        return ensureDeferred(self._save())
-
-    async def _save(self) -> Zone:
-        await self.location.save()
-        self._rebind()
-        return self
+        return ensureDeferred(self._through_location(self.location.save))
 
     def refresh(self) -> Deferred[Zone]:
         """Refresh the location; this zone, with the server's document."""
-        return ensureDeferred(self._refresh())
+        return ensureDeferred(self._through_location(self.location.refresh))
 
-    async def _refresh(self) -> Zone:
-        await self.location.refresh()
+    async def _through_location(self, call: Callable[[], Deferred[Any]]) -> Zone:
+        await call()
         self._rebind()
         return self
 

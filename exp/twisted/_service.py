@@ -20,6 +20,7 @@ from twisted.logger import Logger, LogLevel
 from exp._options import DEFAULT_HOST, Options, check_count, check_options, check_seconds
 from exp.errors import RuntimeError
 from exp.twisted import _resources as resources
+from exp.twisted._calls import family, readers
 from exp.twisted._channels import Broadcast, Channel, Listener
 from exp.twisted._events import Events, Handle
 from exp.twisted._http import MAX_RESPONSE_SIZE, encode_params
@@ -66,7 +67,14 @@ class ExpService(MultiService):
         (see L{on}).
     @ivar session: what channels, listeners, resources and log shippers use
         of this instance (a L{Session}); also what the classmethods of the
-        resources take (C{Device.get(service.session, uuid)}).
+        resources take (C{Device.get(service.session, uuid)}).  The calls of
+        each kind of resource are its classmethods on this session, one row
+        each in the table of L{exp.twisted._calls}: C{get_device(uuid=None)}
+        is L{Device.get}, C{find_devices(params=None, **kwargs)}
+        L{Device.find}, C{create_device(document=None)} L{Device.create} and
+        C{delete_device(uuid)} L{Device.remove}; and so on for things,
+        experiences, locations, feeds and content.
+
     """
 
     _log = Logger()
@@ -254,86 +262,25 @@ class ExpService(MultiService):
 
     # -- resources ----------------------------------------------------------------
 
-    def get_device(self, uuid: str | None = None) -> Deferred[resources.Device | None]:
-        """The device C{uuid}; C{None} if there is none (or no uuid)."""
-        return resources.Device.get(self.session, uuid)
-
-    def find_devices(self, params: dict[str, Any] | None = None,
-                     **kwargs: Any) -> Deferred[resources.ResourceList[resources.Device]]:
-        """The devices that match the query parameters C{params} and C{kwargs}."""
-        return resources.Device.find(self.session, params, **kwargs)
-
-    def create_device(self, document: dict[str, Any] | None = None
-                      ) -> Deferred[resources.Device]:
-        """A new device with C{document} (C{{}} by default)."""
-        return resources.Device.create(self.session, document)
-
-    def delete_device(self, uuid: str) -> Deferred[None]:
-        """Delete the device C{uuid}."""
-        return resources.Device.remove(self.session, uuid)
+    get_device, find_devices, create_device, delete_device = family(resources.Device)
+    """The calls of devices: get, find, create and delete (L{Device.get}, ...)."""
 
     def get_current_device(self) -> Deferred[resources.Device | None]:
         """This device's document; C{None} for users and consumer apps."""
         return resources.Device.current(self.session)
 
-    def get_thing(self, uuid: str | None = None) -> Deferred[resources.Thing | None]:
-        """The thing C{uuid}; C{None} if there is none (or no uuid)."""
-        return resources.Thing.get(self.session, uuid)
-
-    def find_things(self, params: dict[str, Any] | None = None,
-                    **kwargs: Any) -> Deferred[resources.ResourceList[resources.Thing]]:
-        """The things that match the query parameters C{params} and C{kwargs}."""
-        return resources.Thing.find(self.session, params, **kwargs)
-
-    def create_thing(self, document: dict[str, Any] | None = None
-                     ) -> Deferred[resources.Thing]:
-        """A new thing with C{document} (C{{}} by default)."""
-        return resources.Thing.create(self.session, document)
-
-    def delete_thing(self, uuid: str) -> Deferred[None]:
-        """Delete the thing C{uuid}."""
-        return resources.Thing.remove(self.session, uuid)
-
-    def get_experience(self, uuid: str | None = None
-                       ) -> Deferred[resources.Experience | None]:
-        """The experience C{uuid}; C{None} if there is none (or no uuid)."""
-        return resources.Experience.get(self.session, uuid)
-
-    def find_experiences(self, params: dict[str, Any] | None = None, **kwargs: Any
-                         ) -> Deferred[resources.ResourceList[resources.Experience]]:
-        """The experiences that match the query parameters C{params} and C{kwargs}."""
-        return resources.Experience.find(self.session, params, **kwargs)
-
-    def create_experience(self, document: dict[str, Any] | None = None
-                          ) -> Deferred[resources.Experience]:
-        """A new experience with C{document} (C{{}} by default)."""
-        return resources.Experience.create(self.session, document)
-
-    def delete_experience(self, uuid: str) -> Deferred[None]:
-        """Delete the experience C{uuid}."""
-        return resources.Experience.remove(self.session, uuid)
+    get_thing, find_things, create_thing, delete_thing = family(resources.Thing)
+    """Things, like devices: L{Thing.get}, L{Thing.find}, L{Thing.create}, L{Thing.remove}."""
+    (get_experience, find_experiences, create_experience,
+     delete_experience) = family(resources.Experience)
+    """Experiences (L{Experience.get}, L{Experience.find}, and create and delete)."""
 
     def get_current_experience(self) -> Deferred[resources.Experience | None]:
         """The experience of this device, if any."""
         return resources.Experience.current(self.session)
 
-    def get_location(self, uuid: str | None = None) -> Deferred[resources.Location | None]:
-        """The location C{uuid}; C{None} if there is none (or no uuid)."""
-        return resources.Location.get(self.session, uuid)
-
-    def find_locations(self, params: dict[str, Any] | None = None, **kwargs: Any
-                       ) -> Deferred[resources.ResourceList[resources.Location]]:
-        """The locations that match the query parameters C{params} and C{kwargs}."""
-        return resources.Location.find(self.session, params, **kwargs)
-
-    def create_location(self, document: dict[str, Any] | None = None
-                        ) -> Deferred[resources.Location]:
-        """A new location with C{document} (C{{}} by default)."""
-        return resources.Location.create(self.session, document)
-
-    def delete_location(self, uuid: str) -> Deferred[None]:
-        """Delete the location C{uuid}."""
-        return resources.Location.remove(self.session, uuid)
+    get_location, find_locations, create_location, delete_location = family(resources.Location)
+    """Locations: L{Location.get} and its kind's other calls on the session."""
 
     def get_current_location(self) -> Deferred[resources.Location | None]:
         """The location of this device, if any."""
@@ -343,31 +290,10 @@ class ExpService(MultiService):
         """The zones of this device's location it is in ([] if none)."""
         return resources.Zone.current(self.session)
 
-    def get_feed(self, uuid: str | None = None) -> Deferred[resources.Feed | None]:
-        """The feed C{uuid}; C{None} if there is none (or no uuid)."""
-        return resources.Feed.get(self.session, uuid)
-
-    def find_feeds(self, params: dict[str, Any] | None = None,
-                   **kwargs: Any) -> Deferred[resources.ResourceList[resources.Feed]]:
-        """The feeds that match the query parameters C{params} and C{kwargs}."""
-        return resources.Feed.find(self.session, params, **kwargs)
-
-    def create_feed(self, document: dict[str, Any] | None = None) -> Deferred[resources.Feed]:
-        """A new feed with C{document} (C{{}} by default)."""
-        return resources.Feed.create(self.session, document)
-
-    def delete_feed(self, uuid: str) -> Deferred[None]:
-        """Delete the feed C{uuid}."""
-        return resources.Feed.remove(self.session, uuid)
-
-    def get_content(self, uuid: str | None = None) -> Deferred[resources.Content | None]:
-        """The content item C{uuid}; C{None} if there is none (or no uuid)."""
-        return resources.Content.get(self.session, uuid)
-
-    def find_content(self, params: dict[str, Any] | None = None, **kwargs: Any
-                     ) -> Deferred[resources.ResourceList[resources.Content]]:
-        """The content items that match the query parameters C{params} and C{kwargs}."""
-        return resources.Content.find(self.session, params, **kwargs)
+    get_feed, find_feeds, create_feed, delete_feed = family(resources.Feed)
+    """Feeds, created and deleted as devices are (L{Feed.get}, L{Feed.find})."""
+    get_content, find_content = readers(resources.Content)
+    """Content, read-only: L{Content.get} and L{Content.find} only."""
 
     def get_data(self, key: str | None = None, group: str = "default"
                  ) -> Deferred[resources.Data | None]:
