@@ -76,6 +76,7 @@ def _log(message: str) -> None:
 # -- the server under test ----------------------------------------------------
 
 
+
 class ServerProcess:
     """
     ``python -m twisted exp-server`` in its own process, with its own database
@@ -104,8 +105,11 @@ class ServerProcess:
                    *self.runner_args, "exp-server",
                    "--listen", f"tcp:{self.port}:interface={HOST}",
                    "--db", self.db,
-                   # every client of a benchmark comes from this one address
+                   # every client of a benchmark comes from this one address,
                    "--max-connections-per-peer", "0",
+                   # and all its sessions are one identity's, where a fleet spreads
+                   # them over many
+                   "--max-sessions-per-identity", "100000",
                    *self.extra_args]
         self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
                                         cwd=self.directory)

@@ -4,21 +4,33 @@ long-polling and WebSocket (through Autobahn) served at C{/socket.io/} in
 the same twisted.web site as the REST API.
 
 A L{Session} is one Engine.IO connection of one identity; it subscribes to
-channels through the hub and receives their broadcasts.
+channels through the hub and receives their broadcasts.  A session belongs
+to the identity whose token opened it: every later request of the session
+(a poll, a post, the WebSocket of an upgrade) must carry a token of that
+identity.
+
+Every session has a budget (L{Limits}): the packets queued for a client
+that does not poll, or written to a WebSocket whose client does not read;
+its subscriptions; and the sessions of its identity.  A session that falls
+behind is closed, and its client connects again.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import itertools
 import json
 import secrets
 from collections.abc import Callable
 from typing import Any
 
+import attrs
 from autobahn.twisted.resource import WebSocketResource
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.protocol import PreparedMessage
 from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
 from twisted.logger import Logger
 from twisted.web import resource, server
 from zope.interface import implementer
@@ -26,11 +38,53 @@ from zope.interface import implementer
 from exp.protocol import ChannelId, InvalidChannelId, InvalidToken
 from exp.protocol import engineio as eio
 from exp.server._auth import Identity, channel_allowed
-from exp.server._hub import IHub, ISubscriber, Message
+from exp.server._hub import IHub, ISubscriber, Message, utf8_size
 
 #: Engine.IO error codes of engine.io 3, sent as C{{code, message}}.
 UNKNOWN_TRANSPORT, UNKNOWN_SID, BAD_HANDSHAKE_METHOD, BAD_REQUEST, FORBIDDEN = range(5)
 UNSUPPORTED_PROTOCOL = 5
+
+#: The defaults of L{Limits}: high enough that a real fleet never meets them.
+MAX_SESSION_QUEUE = 4 << 20
+MAX_SESSION_MESSAGES = 1000
+MAX_SUBSCRIPTIONS = 1000
+MAX_SESSIONS_PER_IDENTITY = 20
+
+
+@attrs.frozen
+class Limits:
+    """
+    The budget of one session (README, the local server's options).
+
+    @ivar queue_bytes: bytes of packets a session may have waiting: queued
+        for a client that has not polled, or written to a WebSocket whose
+        transport has not drained.  Past it the session is closed.
+    @ivar queue_messages: the same, counted in packets.
+    @ivar subscriptions: channels one session may listen to; a C{subscribe}
+        past it accepts the channels up to it and refuses the others.
+    @ivar sessions_per_identity: sessions one identity may hold; its
+        oldest is closed when it opens one more.  An unpaired device holds
+        one.
+    """
+
+    queue_bytes: int = MAX_SESSION_QUEUE
+    queue_messages: int = MAX_SESSION_MESSAGES
+    subscriptions: int = MAX_SUBSCRIPTIONS
+    sessions_per_identity: int = MAX_SESSIONS_PER_IDENTITY
+
+
+def _owner(identity: Identity) -> tuple[str, str, str]:
+    """What a session belongs to: the type, organization and uuid of an identity."""
+    return (identity.type, identity.organization, identity.uuid)
+
+
+def _token(params: dict[str, list[str]]) -> str:
+    return (params.get("token") or [""])[-1]
+
+
+def _digest(token: str) -> bytes:
+    """What a session keeps of the token that opened it."""
+    return hashlib.sha256(token.encode("utf-8", "replace")).digest()
 
 
 class Network:
@@ -40,14 +94,20 @@ class Network:
 
     def __init__(self, hub: IHub, identify: Callable[[str], Identity],
                  clock: IReactorTime, ping_interval: float = 25.0,
-                 ping_timeout: float = 20.0, max_message: int = 1 << 20) -> None:
+                 ping_timeout: float = 20.0, max_message: int = 1 << 20,
+                 limits: Limits = Limits()) -> None:
         self.hub = hub
         self.identify = identify
         self.clock = clock
         self.ping_interval = ping_interval
         self.ping_timeout = ping_timeout
         self.max_message = max_message
+        self.limits = limits
         self.sessions: dict[str, Session] = {}
+        #: The open sessions of each identity, oldest first.
+        self._owned: dict[tuple[str, str, str], dict[Session, None]] = {}
+        #: Session numbers: what log lines name a session by (its sid is a secret).
+        self._numbers = itertools.count(1)
         self._prepared: tuple[Message, PreparedMessage] | None = None
 
     def prepared(self, message: Message) -> PreparedMessage:
@@ -67,7 +127,7 @@ class Network:
 
         @raise InvalidToken: if it has none or a bad one.
         """
-        token = (params.get("token") or [""])[-1]
+        token = _token(params)
         if not token:
             raise InvalidToken("the handshake needs a token parameter")
         identity = self.identify(token)
@@ -75,10 +135,54 @@ class Network:
             raise InvalidToken("a restricted token cannot join the network")
         return identity
 
-    def open_session(self, identity: Identity) -> Session:
-        session = Session(self, secrets.token_urlsafe(15), identity)
+    def owns(self, session: Session, params: dict[str, list[str]]) -> bool:
+        """
+        Whether the C{token} of a request names the identity of C{session}:
+        it is the token that opened the session (which may have expired
+        since), or any valid token of the same identity.
+        """
+        token = _token(params)
+        if token and hmac.compare_digest(_digest(token), session.token_digest):
+            return True
+        try:
+            identity = self.authenticate(params)
+        except InvalidToken:
+            return False
+        return _owner(identity) == _owner(session.identity)
+
+    def open_session(self, identity: Identity, token: str) -> Session:
+        """
+        A new session of C{identity}, opened with C{token}.  One past the
+        identity's cap closes its oldest session.
+        """
+        key = _owner(identity)
+        cap = 1 if identity.is_pairing else self.limits.sessions_per_identity
+        while True:
+            owned = self._owned.get(key)
+            if not owned or len(owned) < cap:
+                break
+            oldest = next(iter(owned))
+            del owned[oldest]
+            self._log.info(
+                "{type} {uuid} opened more than {cap} sessions; closing its oldest, "
+                "session #{number}", type=identity.type, uuid=identity.uuid, cap=cap,
+                number=oldest.number)
+            oldest.close()
+        session = Session(self, secrets.token_urlsafe(15), identity, next(self._numbers),
+                          token)
         self.sessions[session.sid] = session
+        self._owned.setdefault(key, {})[session] = None
         return session
+
+    def forget(self, session: Session) -> None:
+        """C{session} is closed."""
+        self.sessions.pop(session.sid, None)
+        key = _owner(session.identity)
+        owned = self._owned.get(key)
+        if owned is not None:
+            owned.pop(session, None)
+            if not owned:
+                del self._owned[key]
 
     def close_all(self) -> None:
         for session in list(self.sessions.values()):
@@ -91,12 +195,20 @@ class Session:
 
     _log = Logger()
 
-    def __init__(self, network: Network, sid: str, identity: Identity) -> None:
+    def __init__(self, network: Network, sid: str, identity: Identity, number: int,
+                 token: str) -> None:
         self.network = network
         self.sid = sid
         self.identity = identity
+        #: What log lines call this session: the sid is a secret.
+        self.number = number
+        #: The digest of the token that opened the session (see L{Network.owns}).
+        self.token_digest = _digest(token)
         self.closed = False
+        #: Polls are answered in binary framing (the client did not ask b64).
+        self.binary = False
         self._queue: list[str] = []
+        self._queued = 0  # bytes
         self._poll: server.Request | None = None
         self.websocket: _WebSocket | None = None
         self._upgrading: _WebSocket | None = None
@@ -125,7 +237,7 @@ class Session:
         )
 
     def _timed_out(self) -> None:
-        self._log.info("session {sid} sent no ping in time; closing", sid=self.sid)
+        self._log.info("session #{number} sent no ping in time; closing", number=self.number)
         self.close()
 
     # -- sending --------------------------------------------------------------
@@ -135,29 +247,51 @@ class Session:
         if self.closed:
             return
         if self.websocket is not None:
-            self.websocket.sendMessage(text.encode("utf-8"))
+            self.websocket.send_text(text)
             return
-        self._queue.append(text)
-        self._flush_poll()
+        self._enqueue(text, utf8_size(text))
 
     def deliver(self, message: Message) -> None:
-        if self.websocket is not None and not self.closed:
+        if self.closed:
+            return
+        if self.websocket is not None:
             self.websocket.send_prepared(self.network.prepared(message))
             return
-        self.send(message.frame())
+        self._enqueue(message.frame(), message.size())
+
+    def _enqueue(self, text: str, size: int) -> None:
+        """Queue a packet for the next poll; past the caps, close the session."""
+        self._queue.append(text)
+        self._queued += size
+        if self._poll is not None:
+            self._flush_poll()
+            return
+        limits = self.network.limits
+        if self._queued > limits.queue_bytes or len(self._queue) > limits.queue_messages:
+            self.fell_behind(self._queued, len(self._queue))
+
+    def fell_behind(self, size: int, count: int) -> None:
+        """Its client has not taken C{count} packets of C{size} bytes: close the session."""
+        limits = self.network.limits
+        self._log.warn(
+            "session #{number} fell behind: {count} packets of {size} bytes not taken "
+            "by its client (caps: {max_count} packets, {max_size} bytes); closing",
+            number=self.number, count=count, size=size, max_count=limits.queue_messages,
+            max_size=limits.queue_bytes)
+        self.close(abort=True)
 
     def _flush_poll(self) -> None:
         request, queue = self._poll, self._queue
         if request is None or not queue:
             return
-        self._poll, self._queue = None, []
-        _answer_payload(request, queue)
+        self._poll, self._queue, self._queued = None, [], 0
+        _answer_payload(request, queue, self.binary)
 
     def attach_poll(self, request: server.Request) -> None:
         """A GET of the polling transport: answer now or when there is something."""
         if self._poll is not None:
             # A client never has two polls open; answer the older one empty.
-            _answer_payload(self._poll, [eio.Packet(eio.NOOP).encode()])
+            _answer_payload(self._poll, [eio.Packet(eio.NOOP).encode()], self.binary)
         self._poll = request
         request.notifyFinish().addBoth(lambda _: self._forget_poll(request))
         self._flush_poll()
@@ -168,7 +302,7 @@ class Session:
         """Answer the pending poll, if any, with a noop."""
         if self._poll is not None:
             request, self._poll = self._poll, None
-            _answer_payload(request, [eio.Packet(eio.NOOP).encode()])
+            _answer_payload(request, [eio.Packet(eio.NOOP).encode()], self.binary)
 
     def _forget_poll(self, request: server.Request) -> None:
         if self._poll is request:
@@ -198,7 +332,7 @@ class Session:
 
     def _receive_probe(self, packet: eio.Packet, websocket: _WebSocket) -> None:
         if packet.type == eio.PING and packet.data == "probe":
-            websocket.sendMessage(eio.Packet(eio.PONG, "probe").encode().encode("utf-8"))
+            websocket.send_text(eio.Packet(eio.PONG, "probe").encode())
             # As engine.io: end the pending poll, as engine.io-client waits for
             # it to complete before it sends 5.
             self._probed = websocket
@@ -206,13 +340,13 @@ class Session:
         elif packet.type == eio.UPGRADE:
             self._upgrading = None
             self.websocket = websocket
-            queued, self._queue = self._queue, []
+            queued, self._queue, self._queued = self._queue, [], 0
             self._end_poll()
             for text in queued:
-                websocket.sendMessage(text.encode("utf-8"))
+                websocket.send_text(text)
         else:
-            self._log.debug("ignored {type} during upgrade of {sid}",
-                            type=packet.type, sid=self.sid)
+            self._log.debug("ignored {type} during upgrade of session #{number}",
+                            type=packet.type, number=self.number)
 
     def _receive_message(self, data: str) -> None:
         try:
@@ -234,17 +368,27 @@ class Session:
             return
         name, args = data[0], data[1:]
         if name != "subscribe":
-            self._log.debug("ignored event {name!r} from {sid}", name=name, sid=self.sid)
+            self._log.debug("ignored event {name!r} from session #{number}",
+                            name=name, number=self.number)
             return
         if not args or not isinstance(args[0], list):
             self._error("subscribe takes an array of channel ids")
             return
         accepted = []
+        cap = self.network.limits.subscriptions
+        refused = 0
         for channel_id in args[0]:
-            if self._may_listen(channel_id):
+            if isinstance(channel_id, str) and channel_id in self.channels:
+                accepted.append(channel_id)
+            elif len(self.channels) >= cap:
+                refused += 1
+            elif self._may_listen(channel_id):
                 self.network.hub.subscribe(channel_id, self)
                 self.channels.add(channel_id)
                 accepted.append(channel_id)
+        if refused:
+            self._log.info("session #{number} asked for more than {cap} channels; "
+                           "{refused} refused", number=self.number, cap=cap, refused=refused)
         self.send(eio.event("subscribed", accepted))
 
     def _may_listen(self, channel_id: object) -> bool:
@@ -267,7 +411,7 @@ class Session:
         if new:
             self.websocket = websocket
             for text in self.open_packets([]):
-                websocket.sendMessage(text.encode("utf-8"))
+                websocket.send_text(text)
         else:
             if self._upgrading is not None:
                 self._upgrading.dropConnection(abort=True)
@@ -282,29 +426,41 @@ class Session:
 
     # -- closing --------------------------------------------------------------
 
-    def close(self) -> None:
-        """End the session: unsubscribe, stop timers, close its transports."""
+    def close(self, abort: bool = False) -> None:
+        """
+        End the session: unsubscribe, stop timers, close its transports
+        (C{abort}: drop their connections, and what they still had to write).
+        """
         if self.closed:
             return
         self.closed = True
-        self.network.sessions.pop(self.sid, None)
+        self.network.forget(self)
         self.network.hub.unsubscribe_all(self)
+        self._queue, self._queued = [], 0
         if self._timeout is not None and self._timeout.active():
             self._timeout.cancel()
         if self._poll is not None:
             request, self._poll = self._poll, None
-            _answer_payload(request, [eio.Packet(eio.CLOSE).encode()])
+            _answer_payload(request, [eio.Packet(eio.CLOSE).encode()], self.binary)
         for websocket in (self.websocket, self._upgrading):
-            if websocket is not None:
+            if websocket is None:
+                continue
+            if abort:
+                websocket.dropConnection(abort=True)
+            else:
                 websocket.sendClose()
         self.websocket = self._upgrading = None
 
 
-def _answer_payload(request: server.Request, packets: list[str]) -> None:
+def _answer_payload(request: server.Request, packets: list[str], binary: bool) -> None:
     if request.finished or request._disconnected:
         return
-    body = "".join(f"{eio.utf16_length(p)}:{p}" for p in packets).encode("utf-8")
-    request.setHeader(b"content-type", b"text/plain; charset=UTF-8")
+    if binary:
+        body = eio.encode_binary_payload(packets)
+        request.setHeader(b"content-type", b"application/octet-stream")
+    else:
+        body = "".join(f"{eio.utf16_length(p)}:{p}" for p in packets).encode("utf-8")
+        request.setHeader(b"content-type", b"text/plain; charset=UTF-8")
     request.setHeader(b"content-length", str(len(body)).encode("ascii"))
     request.write(body)
     request.finish()
@@ -316,19 +472,82 @@ def _engineio_error(request: server.Request, status: int, code: int, message: st
     return json.dumps({"code": code, "message": message}).encode("utf-8")
 
 
+@implementer(IPushProducer)
+class _Drain:
+    """
+    Registered on a WebSocket's transport, which pauses it when what is
+    written backs up (its buffer is full) and resumes it once all of it is
+    sent: the WebSocket counts what it writes in between.
+    """
+
+    __slots__ = ("websocket",)
+
+    def __init__(self, websocket: _WebSocket) -> None:
+        self.websocket = websocket
+
+    def pauseProducing(self) -> None:
+        self.websocket.backed_up = True
+
+    def resumeProducing(self) -> None:
+        websocket = self.websocket
+        websocket.backed_up = False
+        websocket.backlog_bytes = websocket.backlog_messages = 0
+
+    def stopProducing(self) -> None:
+        pass
+
+
 class _WebSocket(WebSocketServerProtocol):
     """The WebSocket transport of one session."""
 
     _log = Logger()
     factory: _WebSocketFactory
     session: Session | None = None
+    #: Whether the transport has more to send than its buffer holds, and
+    #: what was written since then.
+    backed_up = False
+    backlog_bytes = 0
+    backlog_messages = 0
 
     @property
     def network(self) -> Network:
         return self.factory.network
 
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        # In place of the HTTP channel, whose request this connection was
+        # (every Twisted stream transport and protocol wrapper takes one).
+        self.unregisterProducer()
+        self.registerProducer(_Drain(self), True)
+
+    def _backlog(self, size: int) -> bool:
+        """
+        Count a message written while the transport is backed up: whether
+        it is within the session's caps.  Past them, the session is closed.
+        """
+        self.backlog_bytes += size
+        self.backlog_messages += 1
+        limits = self.network.limits
+        if (self.backlog_bytes <= limits.queue_bytes
+                and self.backlog_messages <= limits.queue_messages):
+            return True
+        if self.session is not None and not self.session.closed:
+            self.session.fell_behind(self.backlog_bytes, self.backlog_messages)
+        if self.state != self.STATE_CLOSED:
+            self.dropConnection(abort=True)
+        return False
+
+    def send_text(self, text: str) -> None:
+        """Send one Engine.IO packet."""
+        data = text.encode("utf-8")
+        if self.backed_up and not self._backlog(len(data)):
+            return
+        self.sendMessage(data)
+
     def send_prepared(self, prepared: PreparedMessage) -> None:
         """C{sendMessage} of a message framed once for many connections."""
+        if self.backed_up and not self._backlog(len(prepared.payload)):
+            return
         if (self.state != self.STATE_OPEN
                 or 0 < getattr(self, "maxMessagePayloadSize", 0) < len(prepared.payload)):
             self.sendMessage(prepared.payload)  # which refuses it
@@ -348,11 +567,11 @@ class _WebSocket(WebSocketServerProtocol):
             session = self.network.sessions.get(sid)
             if session is None or session.closed:
                 raise ConnectionDeny(400, "Session ID unknown")
-            if session.identity.uuid != identity.uuid:
+            if _owner(session.identity) != _owner(identity):
                 raise ConnectionDeny(403, "the token is not the session's")
             self._new = False
         else:
-            session = self.network.open_session(identity)
+            session = self.network.open_session(identity, _token(params))
             self._new = True
         self.session = session
 
@@ -369,7 +588,8 @@ class _WebSocket(WebSocketServerProtocol):
                 raise eio.ProtocolError("binary frames are not served")
             session.receive(payload.decode("utf-8"), self)
         except (eio.ProtocolError, UnicodeDecodeError) as e:
-            self._log.info("closing session {sid}: {error}", sid=session.sid, error=e)
+            self._log.info("closing session #{number}: {error}", number=session.number,
+                           error=e)
             session.close()
             self.dropConnection(abort=False)
 
@@ -410,7 +630,6 @@ class EngineIOResource(resource.Resource):
         if (params.get("EIO") or [""])[-1] != "3":
             return _engineio_error(request, 400, UNSUPPORTED_PROTOCOL,
                                    "Unsupported protocol version: this server speaks EIO=3")
-        _allow_origin(request)
         transport = (params.get("transport") or [""])[-1]
         if transport == "websocket":
             if request.method == b"OPTIONS":
@@ -426,6 +645,12 @@ class EngineIOResource(resource.Resource):
         session = self.network.sessions.get(sid)
         if session is None:
             return _engineio_error(request, 400, UNKNOWN_SID, "Session ID unknown")
+        if not _token(params):
+            return _engineio_error(request, 400, BAD_REQUEST,
+                                   "Bad request: the session's token is missing")
+        if not self.network.owns(session, params):
+            return _engineio_error(request, 403, FORBIDDEN,
+                                   "Forbidden: the token is not the session's")
         if session.websocket is not None:
             # As engine.io: a session on WebSocket no longer polls.
             return _engineio_error(request, 400, BAD_REQUEST, "Bad request")
@@ -446,8 +671,11 @@ class EngineIOResource(resource.Resource):
             request.setHeader(b"content-type", b"application/json")
             return json.dumps({"code": "auth.invalid", "message": f"invalid token: {e}"}
                               ).encode("utf-8")
-        session = self.network.open_session(identity)
-        _answer_payload(request, session.open_packets(["websocket"]))
+        session = self.network.open_session(identity, _token(params))
+        # As engine.io 1.x, which socket.io-client 1.x in browsers needs: an
+        # XHR2 client that does not ask b64 at the handshake gets binary polls.
+        session.binary = not (params.get("b64") or [""])[-1]
+        _answer_payload(request, session.open_packets(["websocket"]), session.binary)
         return server.NOT_DONE_YET
 
     def _post(self, request: server.Request, session: Session) -> bytes:
@@ -458,20 +686,11 @@ class EngineIOResource(resource.Resource):
         try:
             packets = eio.decode_payload(raw.decode("utf-8"))
         except (eio.ProtocolError, UnicodeDecodeError) as e:
-            self._log.info("closing session {sid}: {error}", sid=session.sid, error=e)
+            self._log.info("closing session #{number}: {error}", number=session.number,
+                           error=e)
             session.close()
             return _engineio_error(request, 400, BAD_REQUEST, f"Bad request: {e}")
         for packet in packets:
             session.handle(packet)
         request.setHeader(b"content-type", b"text/html")
         return b"ok"
-
-
-def _allow_origin(request: server.Request) -> None:
-    """Let browser apps on other origins use the polling transport."""
-    origin = request.getHeader(b"origin")
-    if origin:
-        request.setHeader(b"access-control-allow-origin", origin)
-        request.setHeader(b"access-control-allow-credentials", b"true")
-        request.setHeader(b"access-control-allow-headers", b"content-type")
-        request.setHeader(b"access-control-allow-methods", b"GET, POST, OPTIONS")

@@ -31,7 +31,16 @@ from twisted.python import usage
 from exp._usage import Options as PlainOptions
 from exp._usage import plain_text
 from exp.server._auth import PASSWORD_COST
+from exp.server._cors import ANY as ANY_ORIGIN
+from exp.server._cors import normalize_origin
 from exp.server._feeds import FETCH_TIMEOUT, MAX_FEED_BYTES
+from exp.server._hub import MAX_RESPONSE_BYTES, MAX_RESPONSES
+from exp.server._network import (
+    MAX_SESSION_MESSAGES,
+    MAX_SESSION_QUEUE,
+    MAX_SESSIONS_PER_IDENTITY,
+    MAX_SUBSCRIPTIONS,
+)
 from exp.server._seed import SeedError, demo_seed_path, load_seed
 from exp.server._server import ExpServer, ServerConfig, make_hub, make_storage
 
@@ -115,11 +124,34 @@ class Options(PlainOptions):
         ["feed-max-bytes", None, MAX_FEED_BYTES,
          "Largest feed source in bytes, as received and as decompressed.",
          _positive(int, "feed-max-bytes")],
+        ["max-session-queue", None, MAX_SESSION_QUEUE,
+         "Bytes a network session may have waiting for its client (not polled, or "
+         "not read off its WebSocket) before it is closed; at least --max-body.",
+         _positive(int, "max-session-queue")],
+        ["max-session-messages", None, MAX_SESSION_MESSAGES,
+         "Packets a network session may have waiting for its client before it is closed.",
+         _positive(int, "max-session-messages")],
+        ["max-subscriptions", None, MAX_SUBSCRIPTIONS,
+         "Channels one network session may listen to.",
+         _positive(int, "max-subscriptions")],
+        ["max-sessions-per-identity", None, MAX_SESSIONS_PER_IDENTITY,
+         "Network sessions one identity may hold; one more closes its oldest.",
+         _positive(int, "max-sessions-per-identity")],
+        ["max-responses", None, MAX_RESPONSES,
+         "Responses one broadcast collects; more are dropped.",
+         _positive(int, "max-responses")],
+        ["max-response-bytes", None, MAX_RESPONSE_BYTES,
+         "Bytes of the responses one broadcast collects; more are dropped.",
+         _positive(int, "max-response-bytes")],
     ]
 
     def __init__(self) -> None:
         super().__init__()
         self["feed-allow"] = []
+        self["cors-origins"] = []
+        self.docs["cors-origin"] = (
+            "Origin (scheme://host[:port]) whose web pages may call the API and poll "
+            "the network; repeatable, * allows any [default: *].")
 
     def opt_feed_allow(self, cidr: str) -> None:
         """Fetch feeds from this CIDR range even if not public, e.g. 10.0.0.0/8 (repeatable)."""
@@ -128,6 +160,13 @@ class Options(PlainOptions):
         except ValueError:
             raise usage.UsageError(f"--feed-allow takes a CIDR range, not {cidr!r}") from None
         self["feed-allow"].append(cidr)
+
+    def opt_cors_origin(self, origin: str) -> None:
+        # Repeatable, so a method rather than an optParameters entry.
+        try:
+            self["cors-origins"].append(normalize_origin(origin))
+        except ValueError as e:
+            raise usage.UsageError(f"--cors-origin: {e}") from None
 
     def postOptions(self) -> None:
         try:
@@ -144,6 +183,10 @@ class Options(PlainOptions):
             _require("psycopg_pool", "--db postgresql://", "postgresql")
         if self["redis"]:
             _require("redis.asyncio", "--redis", "redis")
+        if self["max-session-queue"] < self["max-body"]:
+            raise usage.UsageError(
+                "--max-session-queue must be at least --max-body: a session closes "
+                "when one broadcast does not fit in its queue")
 
 
 def _require(module: str, option: str, extra: str) -> None:
@@ -209,6 +252,13 @@ def makeService(options: Options) -> service.IService:
         feed_allow=options["feed-allow"],
         feed_timeout=options["feed-timeout"],
         feed_max_bytes=options["feed-max-bytes"],
+        cors_origins=options["cors-origins"] or [ANY_ORIGIN],
+        max_session_queue=options["max-session-queue"],
+        max_session_messages=options["max-session-messages"],
+        max_subscriptions=options["max-subscriptions"],
+        max_sessions_per_identity=options["max-sessions-per-identity"],
+        max_responses=options["max-responses"],
+        max_response_bytes=options["max-response-bytes"],
     )
     server = ExpServer(make_storage(options["db"], reactor), options["organizations"],
                        config, reactor=reactor, hub=make_hub(options["redis"], reactor))
