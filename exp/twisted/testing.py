@@ -7,11 +7,12 @@ call they make and answers it by firing its Deferred, on a
 C{twisted.internet.task.Clock}::
 
     session, calls = session_spy()
-    d = Device.get(session, "lobby-uuid")
+    got = []
+    Device.get(session, "lobby").addCallback(got.append)
     [call] = calls
-    assert call.name == "request" and call.args[:2] == ("GET", "/api/devices/lobby-uuid")
-    call.deferred.callback({"uuid": "lobby-uuid", "name": "lobby"})
-    assert successResultOf(d).name == "lobby"
+    assert call.name == "request" and call.args[:2] == ("GET", "/api/devices/lobby")
+    call.deferred.callback({"uuid": "lobby", "name": "Lobby"})
+    assert got[0].name == "Lobby"
 
 (as C{treq}'s tests give an agent spy to what takes an C{IAgent}).
 """
