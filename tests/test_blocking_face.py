@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import pytest_twisted
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.threads import blockingCallFromThread, deferToThread
 from twisted.python import threadable
 
@@ -26,8 +26,11 @@ import exp._blocking
 from exp import twisted as core
 from exp.server.testing import DEMO, start_server
 from exp.twisted import ResourceList
+from exp.twisted.testing import session_spy
 
 from ._sdk import CONSUMER, DEVICE, USER, within
+
+REACTOR: Any = reactor
 
 
 class ThreadRunner:
@@ -48,10 +51,10 @@ class ThreadRunner:
             self.ran.append((getattr(f, "__name__", repr(f)), threadable.isInIOThread()))
             return f(*args, **kwargs)
 
-        return blockingCallFromThread(reactor, run)
+        return blockingCallFromThread(REACTOR, run)
 
     def post(self, f: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
-        reactor.callFromThread(f, *args, **kwargs)  # type: ignore[attr-defined]
+        REACTOR.callFromThread(f, *args, **kwargs)
 
     def in_thread(self, f: Callable[..., Any], *args: Any) -> Deferred[Any]:
         return deferToThread(f, *args)
@@ -176,7 +179,8 @@ def test_listen_and_on_take_blocking_callbacks() -> None:
 
 def test_a_misspelled_attribute_is_an_error() -> None:
     """Setting an attribute a blocking object does not have raises AttributeError."""
-    device = exp.api.Device(core.Device(_Unused(), {"uuid": "u", "name": "n"}), _Inline())
+    device = exp.api.Device(core.Device(session_spy()[0], {"uuid": "u", "name": "n"}),
+                            _Inline())
     assert device.name == "n"
     with pytest.raises(AttributeError):
         device.nmae = "lobby"  # type: ignore[attr-defined]
@@ -184,17 +188,17 @@ def test_a_misspelled_attribute_is_an_error() -> None:
         device.nmae  # type: ignore[attr-defined]  # noqa: B018
 
 
-class _Unused:
-    """A session nothing is asked of."""
-
-    stopped = False
-
-
 class _Inline:
     """A runner that runs everything at once, in the caller's thread."""
 
     def call(self, f: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         return f(*args, **kwargs)
+
+    def post(self, f: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        f(*args, **kwargs)
+
+    def in_thread(self, f: Callable[..., Any], *args: Any) -> Deferred[Any]:
+        return maybeDeferred(f, *args)
 
 
 # -- threads -----------------------------------------------------------------------------------
