@@ -6,9 +6,10 @@ Each blocking object wraps one object of L{exp.twisted} (its core) and a
 L{Runner}, which runs code in the reactor thread and waits for it.  A call
 runs the core's call there and returns its result, wrapped in turn; an
 attribute is read and written there too, never in the caller's thread on
-state the reactor thread is changing.  The classes are written out, so that
-C{isinstance}, C{help()}, C{inspect.signature}, mypy and IDEs see what each
-call takes and returns.
+state the reactor thread is changing.  The classes are written out (an
+instance's resource calls come from one table, with the service's
+signatures), so that C{isinstance}, C{help()}, C{inspect.signature}, mypy
+and IDEs see what each call takes and returns.
 
 By default the reactor runs in a thread of crochet's (L{CrochetRunner});
 tests and programs that run a reactor of their own inject another runner.
@@ -152,14 +153,9 @@ _default_runner: CrochetRunner | None = None
 def default_runner() -> Runner:
     """The L{CrochetRunner} of this process (its reactor thread starts with it)."""
     global _default_runner
-    with _setup_lock:
-        runner = _default_runner
-    if runner is None:
-        runner = CrochetRunner()
-        with _setup_lock:
-            _default_runner = _default_runner or runner
-            runner = _default_runner
-    return runner
+    if _default_runner is None:
+        _default_runner = CrochetRunner()  # two threads may make one each: either serves
+    return _default_runner
 
 
 # -- the wrapping --------------------------------------------------------------------------

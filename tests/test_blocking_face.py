@@ -246,7 +246,7 @@ async def test_listener_callbacks_run_in_a_worker_thread(url: str) -> None:
         exp.start(host=url, runner=runner, **DEVICE)
         sender = exp.start(host=url, runner=runner, **CONSUMER)
         exp.get_channel("ping", consumer=True).listen("ping", callback)
-        answers = sender.get_channel("ping", consumer=True).broadcast("ping", 7, timeout=1)
+        answers = sender.get_channel("ping", consumer=True).broadcast("ping", 7, timeout=3)
         assert done.wait(30)
         return answers
 

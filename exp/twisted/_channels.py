@@ -293,7 +293,6 @@ class Channel:
         @param callback: called with each L{Broadcast} (it may return a
             Deferred); without one, broadcasts are queued for
             L{Listener.wait}.
-
         @param max_age: seconds a broadcast stays queued for L{Listener.wait}.
         @param max_queue: the most broadcasts queued for L{Listener.wait}
             (the oldest is dropped past it), or handed to C{callback} and not

@@ -42,6 +42,13 @@ class ExpService(MultiService):
         await service.whenAuthenticated()
         devices = await service.find_devices(name="lobby")
 
+    The calls of each kind of resource are the classmethods of its class on
+    the service's L{session}, one row of a table each (L{exp.twisted._calls}):
+    C{get_device(uuid=None)} is L{Device.get}, C{find_devices(params=None,
+    **kwargs)} L{Device.find}, C{create_device(document=None)}
+    L{Device.create} and C{delete_device(uuid)} L{Device.remove}; and so on
+    for things, experiences, locations, feeds and content (read-only).
+
     @param host: the EXP API to log in to.
     @param enable_network: join the real-time network (needed to listen).
     @param auth: an auth payload from an earlier login, used until it is
@@ -67,14 +74,7 @@ class ExpService(MultiService):
         (see L{on}).
     @ivar session: what channels, listeners, resources and log shippers use
         of this instance (a L{Session}); also what the classmethods of the
-        resources take (C{Device.get(service.session, uuid)}).  The calls of
-        each kind of resource are its classmethods on this session, one row
-        each in the table of L{exp.twisted._calls}: C{get_device(uuid=None)}
-        is L{Device.get}, C{find_devices(params=None, **kwargs)}
-        L{Device.find}, C{create_device(document=None)} L{Device.create} and
-        C{delete_device(uuid)} L{Device.remove}; and so on for things,
-        experiences, locations, feeds and content.
-
+        resources take (C{Device.get(service.session, uuid)}).
     """
 
     _log = Logger()
