@@ -329,7 +329,10 @@ def start_fuzzed() -> Fuzzed:
     server = ServerProcess("--max-body", str(MAX_BODY),
                            "--max-broadcast-timeout", str(MAX_BROADCAST_TIMEOUT),
                            # the feeds' sources are the server's own pages
-                           "--feed-allow", "127.0.0.0/8").start()
+                           "--feed-allow", "127.0.0.0/8",
+                           # the fuzz opens sessions of the watchers' identity by the
+                           # hundred; that cap has tests of its own (test_network_limits)
+                           "--max-sessions-per-identity", "100000").start()
     fuzzed = Fuzzed(server)
     try:
         _prepare(fuzzed)
