@@ -18,7 +18,15 @@ class InvalidChannelId(ValueError):
 
 @attrs.frozen
 class ChannelId:
-    """A channel named inside an organization, with its two flags."""
+    """
+    A channel named inside an organization, with its two flags.
+
+    @ivar organization: the organization it belongs to.
+    @ivar name: its name, which the organization's clients choose.
+    @ivar system: whether it is one of the server's (changes of documents,
+        pairing), which clients may listen to but not broadcast on.
+    @ivar consumer: whether consumer apps may use it.
+    """
 
     organization: str
     name: str

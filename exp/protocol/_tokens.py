@@ -13,6 +13,7 @@ from typing import Any
 import jwt
 from jwt.algorithms import HMACAlgorithm
 
+#: The only signature algorithm of EXP tokens (HMAC with SHA-256).
 ALGORITHM = "HS256"
 
 #: An C{exp}/C{iat} above this is in milliseconds (PROTOCOL.md A2).

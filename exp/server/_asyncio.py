@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 from twisted.internet.defer import Deferred
 
+#: What a coroutine gives.
 T = TypeVar("T")
 
 
@@ -27,6 +28,7 @@ class LoopThread:
 
     def __init__(self, reactor: Any) -> None:
         self._reactor = reactor
+        #: The asyncio loop, run by the thread.
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, name="exp-asyncio",
                                         daemon=True)
@@ -55,9 +57,11 @@ class LoopThread:
 
     @property
     def alive(self) -> bool:
+        """Whether the loop's thread runs."""
         return self._thread.is_alive()
 
     def stop(self) -> None:
+        """Stop the loop and wait (10 s at most) for its thread to end."""
         if self._thread.is_alive():
             self.loop.call_soon_threadsafe(self.loop.stop)
             self._thread.join(10)

@@ -27,6 +27,8 @@ _SCRYPT_R, _SCRYPT_P = 8, 1
 #: The highest cost a stored hash may ask for (log2 of N).
 _MAX_COST = 20
 
+#: The types of identity: a person with a password, a device with a
+#: secret, a consumer app with an api key.
 USER, DEVICE, CONSUMER_APP = "user", "device", "consumerApp"
 
 #: The organization of unpaired devices: they belong to none yet.
@@ -77,18 +79,22 @@ class PasswordHasher:
     """
 
     def __init__(self, reactor: Any, cost: int = PASSWORD_COST, threads: int = 2) -> None:
+        #: scrypt's cost of new hashes, as log2 of N.
         self.cost = cost
         self._reactor = reactor
         self._pool = ThreadPool(0, threads, name="exp-password-hashing")
         self._dummy: str | None = None
 
     def start(self) -> None:
+        """Start the pool's threads."""
         self._pool.start()
 
     def stop(self) -> None:
+        """Stop the pool's threads."""
         self._pool.stop()
 
     def hash(self, password: str) -> Deferred[str]:
+        """A new hash of C{password} (L{hash_password}), computed on the pool."""
         return deferToThreadPool(self._reactor, self._pool, hash_password, password, self.cost)
 
     async def check(self, password: str, stored: str | None) -> bool:
@@ -124,7 +130,19 @@ def pairing_code() -> str:
 
 @attrs.frozen
 class Identity:
-    """Who a request or a connection acts for."""
+    """
+    Who a request or a connection acts for.
+
+    @ivar type: L{USER}, L{DEVICE} or L{CONSUMER_APP}.
+    @ivar uuid: its uuid (a user's C{id}; C{pairing-...} for an unpaired device).
+    @ivar organization: the organization it acts in (L{NO_ORGANIZATION} for
+        an unpaired device).
+    @ivar username: a user's name.
+    @ivar paired: whether a device is paired.
+    @ivar pairing_code: the code an unpaired device shows.
+    @ivar restricted: whether its token is a restricted one (good only for
+        delivery and layout URLs).
+    """
 
     type: str
     uuid: str
@@ -138,10 +156,12 @@ class Identity:
 
     @property
     def is_consumer(self) -> bool:
+        """Whether it is a consumer app."""
         return self.type == CONSUMER_APP
 
     @property
     def is_pairing(self) -> bool:
+        """Whether it is a device waiting to be paired."""
         return self.type == DEVICE and not self.paired
 
     def to_json(self) -> dict[str, Any]:
@@ -176,7 +196,9 @@ class TokenIssuer:
     use), so that a client's every request does not pay for HMAC and JSON.
     """
 
+    #: The key tokens are signed with.
     key: str
+    #: Seconds a token is good for.
     lifetime: float = 3600.0
     #: The clock of issue and expiry (the global reactor if none is given).
     clock: IReactorTime = attrs.field(factory=_global_clock, kw_only=True, eq=False,

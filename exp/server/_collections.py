@@ -115,13 +115,19 @@ async def _revoke_device(server: Server, organization: str, uuid: str) -> None:
     await server.revocations.revoke((DEVICE, organization, uuid))
 
 
+#: Devices: consumer apps never see their secrets, a new one gets a secret
+#: unless it names one, and their tokens die with a change of secret or a delete.
 DEVICES = Collection("devices", "devices", "device",
                      hidden={CONSUMER_APP: frozenset({"secret"})},
                      on_create=_give_secret, on_update=_update_device,
                      on_delete=_revoke_device)
+#: Things: documents and nothing more.
 THINGS = Collection("things", "things", "thing")
+#: Experiences: documents and nothing more.
 EXPERIENCES = Collection("experiences", "experiences", "experience")
+#: Locations: documents (their layout images have routes of their own).
 LOCATIONS = Collection("locations", "locations", "location")
+#: Feeds, under C{/api/connectors/feeds} (their data has a route of its own).
 FEEDS = Collection("feeds", "connectors/feeds", "feed")
 
 #: The collections of common resources, in the order of their routes.

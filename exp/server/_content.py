@@ -18,10 +18,13 @@ import uuid as uuidlib
 from collections.abc import Mapping
 from typing import Any
 
+#: The subtypes of content items: a folder, a file, a C{*.url} file.
 FOLDER, FILE, URL = "scala:content:folder", "scala:content:file", "scala:content:url"
+#: The subtype of a folder that holds an L{APP_MANIFEST}.
 APP = "scala:content:app"
 #: The file that makes a folder an app.
 APP_MANIFEST = "manifest.json"
+#: The uuid of the root folder.
 ROOT_UUID = "root"
 _NAMESPACE = uuidlib.UUID("6f1c3a52-3c0e-4e4e-9f2b-8d7f1e1e0c11")
 

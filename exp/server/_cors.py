@@ -78,6 +78,7 @@ class CORS(resource.Resource):
     @param methods: the methods the wrapped resource answers.
     """
 
+    #: It answers every path below it (its wrapped resource routes them).
     isLeaf = True
 
     def __init__(self, wrapped: resource.Resource, origins: Iterable[str],
@@ -91,6 +92,7 @@ class CORS(resource.Resource):
         return ANY in self._origins or origin.decode("latin-1") in self._origins
 
     def render(self, request: server.Request) -> bytes | int:
+        """Answer a preflight, or the wrapped resource's answer with CORS headers."""
         origin = request.getHeader(b"origin")
         allowed = origin is not None and self._allowed(origin)
         request.setHeader(b"vary", b"Origin")

@@ -61,7 +61,9 @@ from zope.interface import implementer
 
 from exp.server._web import HttpError
 
+#: The providers of RSS (and Atom) feeds and of JSON feeds.
 RSS, JSON = "scala:feed:rss", "scala:feed:json"
+#: The providers whose data the server fetches.
 SUPPORTED = (RSS, "scala:feed:atom", JSON)
 #: Default of C{--feed-max-bytes}: the largest source body, as received and
 #: as decompressed.
@@ -79,7 +81,9 @@ _ACCEPT = {
 #: zlib's window bits that read a gzip or a zlib header, whichever comes.
 _GZIP_OR_ZLIB = 32 + zlib.MAX_WBITS
 
+#: An IPv4 or IPv6 address.
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+#: An IPv4 or IPv6 range.
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 #: Special-purpose ranges (RFC 6890 and its updates), on top of what the
@@ -161,6 +165,7 @@ class ForbiddenAddress(ConnectError):
 
     def __init__(self, host: str) -> None:
         super().__init__(string=f"no permitted address for {host}")
+        #: The host name.
         self.host = host
 
 
@@ -409,7 +414,9 @@ class FeedFetcher:
 
     def __init__(self, reactor: Any, policy: FeedPolicy,
                  tls: BrowserLikePolicyForHTTPS | None = None) -> None:
+        #: What connects, resolves names and runs the deadline.
         self.reactor = reactor
+        #: Where feeds may be fetched from, how long and how large.
         self.policy = policy
         self._pool = HTTPConnectionPool(reactor, persistent=True)
         self._agent = Agent.usingEndpointFactory(

@@ -24,6 +24,7 @@ from exp.protocol import engineio as eio
 #: What one broadcast collects at most by default: responses, and their
 #: bytes (as JSON).  Past either, further responses are dropped.
 MAX_RESPONSES = 1000
+#: See L{MAX_RESPONSES}.
 MAX_RESPONSE_BYTES = 8 << 20
 
 
@@ -46,6 +47,7 @@ class Message:
     __slots__ = ("_frame", "_size", "body")
 
     def __init__(self, body: dict[str, Any]) -> None:
+        #: C{{"id", "channel", "name", "payload"}}.
         self.body = body
         self._frame: str | None = None
         self._size = -1

@@ -81,6 +81,7 @@ class Lockouts:
         return 0.0 if entry is None else max(0.0, entry[2] - self._clock.seconds())
 
     def failed(self, key: str) -> None:
+        """Count a failure of C{key}; lock it if it has failed too often."""
         now = self._clock.seconds()
         count, latest, until = self._accounts.get(key, (0, now, 0.0))
         if now - latest > self._duration:
@@ -94,6 +95,7 @@ class Lockouts:
             self._accounts.popitem(last=False)
 
     def succeeded(self, key: str) -> None:
+        """Forget the failures of C{key}."""
         self._accounts.pop(key, None)
 
 

@@ -33,14 +33,22 @@ RESTRICTED = "restrictedToken"
 class Action(enum.Enum):
     """What a caller asks to do, as the rows of L{PERMISSIONS} name it."""
 
-    REFRESH = "refresh its token"
-    READ = "read resources, data, content and feeds"
-    FETCH = "fetch delivered files and layout images"
-    WRITE = "create, change and delete resources, data and layout images"
-    PAIR = "pair a device"
+    #: Refresh its token (C{POST /api/auth/token}).
+    REFRESH = "refresh"
+    #: Read resources, data, content and feeds' data.
+    READ = "read"
+    #: Fetch delivered files and layout images, with a restricted token too.
+    FETCH = "fetch"
+    #: Create, change and delete resources, data and layout images.
+    WRITE = "write"
+    #: Pair a device that waits with a pairing code.
+    PAIR = "pair"
+    #: Ship logs (C{POST /api/logs}).
     SHIP_LOGS = "ship logs"
-    BROADCAST = "broadcast on a channel that channel_allowed lets it send on"
-    RESPOND = "respond to a broadcast on a channel that channel_allowed lets it listen on"
+    #: Broadcast, on a channel that L{channel_allowed} lets it send on.
+    BROADCAST = "broadcast"
+    #: Respond to a broadcast, on a channel that L{channel_allowed} lets it listen on.
+    RESPOND = "respond"
 
 
 #: Who may do what: for each action, the callers who may.

@@ -18,6 +18,7 @@ from exp.server._asyncio import loop_thread
 from exp.server._query import Query, filter_jsonpath, sort_jsonpath
 from exp.server._storage import Document, InvalidDocument, IStorage, Unavailable, dumps
 
+#: What a transaction gives.
 T = TypeVar("T")
 
 #: Serializes schema creation between processes starting together.
@@ -84,6 +85,7 @@ class PostgreSQLStorage:
             from twisted.internet import reactor as _reactor
 
             reactor = _reactor
+        #: The database's URL.
         self.url = url
         self._reactor = reactor
         self._pool_size = pool_size

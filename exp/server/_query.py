@@ -31,6 +31,10 @@ class Query:
     A parsed find request.
 
     @ivar filters: dotted field path → the accepted string values.
+    @ivar limit: the most documents to give (all if C{None}).
+    @ivar skip: how many matching documents to pass over first.
+    @ivar sort: the dotted field path to sort by, C{-} before it for
+        descending order.
     """
 
     filters: Mapping[str, Sequence[str]] = attrs.field(factory=dict)

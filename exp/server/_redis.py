@@ -51,7 +51,9 @@ class RedisHub(LocalHub):
     def __init__(self, reactor: Any, url: str, timeout: float = 5.0) -> None:
         super().__init__(reactor)
         self._reactor = reactor
+        #: The Redis server's URL.
         self.url = url
+        #: The Redis channel of this deployment's messages (named at L{open}).
         self.channel = ""
         self._timeout = timeout
         self._origin = uuidlib.uuid4().hex

@@ -50,13 +50,20 @@ Key = tuple[str, str, str]
 
 @attrs.frozen
 class Change:
-    """An identity's credential since its latest change, good until C{until}."""
+    """
+    An identity's credential since its latest change, good until C{until}.
+
+    @ivar credential: what the tokens issued since carry.
+    @ivar until: when the change is forgotten (seconds since the epoch):
+        every token issued before it has expired by then.
+    """
 
     credential: str
     until: float
 
 
 def key_of(identity: Identity) -> Key:
+    """Whose credentials C{identity} acts with."""
     return (identity.type, identity.organization, identity.uuid)
 
 
@@ -106,6 +113,7 @@ class Revocations:
         self._reload.start(RELOAD_INTERVAL, now=False)
 
     def stop(self) -> None:
+        """Stop reading changes from the storage and the other processes."""
         if self._reload.running:
             self._reload.stop()
         self._hub.unsubscribe_all(self)

@@ -28,17 +28,25 @@ class Server(Protocol):
 
     #: The clock of every expiry and budget.
     reactor: IReactorTime
+    #: The server's settings.
     config: ServerConfig
+    #: Where documents, settings and logs are kept.
     storage: IStorage
+    #: Fans out messages and collects responses, across processes.
     hub: IHub
     #: Who may do what, and who a request acts for.
     policy: Policy
     #: Failed logins and pairing attempts, per peer and per account.
     budgets: LoginBudgets
+    #: Hashes and checks passwords on a pool of its own.
     passwords: PasswordHasher
+    #: The codes of devices waiting to be paired.
     pairings: Pairings
+    #: The credentials that changed, whose earlier tokens are refused.
     revocations: Revocations
+    #: Fetches the data of feeds.
     feeds: FeedFetcher
+    #: The content folder of each organization.
     content: ContentFolders
 
     def notify(self, organization: str, name: str, event: str, document: Any) -> None:

@@ -19,6 +19,7 @@ import attrs
 
 from exp.server._storage import IStorage, dumps
 
+#: The collections of resources a seed may give.
 RESOURCES = ("things", "experiences", "locations", "feeds")
 _ORG_KEYS = {"name", "users", "devices", "consumerApps", "data", "content", *RESOURCES}
 _NAMESPACE = uuidlib.UUID("0c7f6a0e-5a0b-4d0e-8a53-3f3c1e0d9b21")
@@ -30,6 +31,19 @@ class SeedError(ValueError):
 
 @attrs.frozen
 class Organization:
+    """
+    An organization of a seed, checked, its paths made absolute.
+
+    @ivar name: its name.
+    @ivar users: C{{username, password}} and more.
+    @ivar devices: C{{uuid, secret}} and more.
+    @ivar consumer_apps: C{{uuid, apiKey}} and more.
+    @ivar resources: the documents of each of L{RESOURCES}, with their uuids.
+    @ivar data: C{{group, key, value}}.
+    @ivar content: its content folder.
+    @ivar layouts: the image file of each location that names one, by uuid.
+    """
+
     name: str
     users: list[dict[str, Any]]
     devices: list[dict[str, Any]]
@@ -136,12 +150,10 @@ def _parse(raw: Any, base: str) -> list[Organization]:
                 document.setdefault("uuid", _stable_uuid(name, collection, document))
                 resource_defaults(collection, document)
                 if layout is not None:
-                    if not isinstance(layout, str):
-                        raise SeedError(f"{where}: a location's layout is an image file path")
-                    layout_path = os.path.join(base, layout)
-                    if not os.path.isfile(layout_path):
-                        raise SeedError(f"{where}: layout image {layout_path} does not exist")
-                    layouts[document["uuid"]] = layout_path
+                    layouts[document["uuid"]] = _existing(
+                        base, layout, os.path.isfile,
+                        f"{where}: a location's layout is an image file path",
+                        f"{where}: layout image {{}} does not exist")
         data = _objects(org, "data", where)
         for item in data:
             item.setdefault("group", "default")
@@ -150,16 +162,29 @@ def _parse(raw: Any, base: str) -> list[Organization]:
                 raise SeedError(f"{where}: data item {item['group']}/{item['key']} has no value")
         content = org.get("content")
         if content is not None:
-            if not isinstance(content, str):
-                raise SeedError(f"{where}: content is a folder path")
-            content = os.path.join(base, content)
-            if not os.path.isdir(content):
-                raise SeedError(f"{where}: content folder {content} does not exist")
+            content = _existing(base, content, os.path.isdir, f"{where}: content is a folder path",
+                                f"{where}: content folder {{}} does not exist")
         organizations.append(Organization(
             name=name, users=users, devices=devices, consumer_apps=apps,
             resources=resources, data=data, content=content, layouts=layouts,
         ))
     return organizations
+
+
+def _existing(base: str, path: Any, exists: Callable[[str], bool], malformed: str,
+              missing: str) -> str:
+    """
+    C{path}, relative to the seed file's folder C{base}, if it C{exists}.
+
+    @raise SeedError: with C{malformed} if C{path} is not a string, with
+        C{missing} (C{{}} the path) if it does not exist.
+    """
+    if not isinstance(path, str):
+        raise SeedError(malformed)
+    full = os.path.join(base, path)
+    if not exists(full):
+        raise SeedError(missing.format(full))
+    return full
 
 
 def data_uuid(group: str, key: str) -> str:

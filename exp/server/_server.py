@@ -65,6 +65,20 @@ class ExpServer:
     The server's parts, wired.  L{start} makes it ready; L{resource} is what
     a twisted.web C{Site} serves, L{factory} what to listen with.  Each part
     is a public attribute: the routes use them (L{exp.server.routes.Server}).
+
+    @ivar reactor: the reactor, and the clock of every expiry.
+    @ivar storage: where documents, settings and logs are kept.
+    @ivar config: the server's settings.
+    @ivar hub: fans out messages and collects responses, across processes.
+    @ivar content: the content folder of each organization.
+    @ivar feeds: fetches the data of feeds.
+    @ivar passwords: hashes and checks passwords on a pool of its own.
+    @ivar budgets: failed logins and pairing attempts, per peer and account.
+    @ivar pairings: the codes of devices waiting to be paired.
+    @ivar revocations: the credentials that changed, across processes.
+    @ivar policy: who a request acts for, and what it may do.
+    @ivar router: the REST API's routes (L{exp.server.routes.API}).
+    @ivar network: the real-time network's sessions.
     """
 
     _log = Logger()

@@ -23,7 +23,9 @@ from zope.interface import Interface, implementer
 
 from exp.server._query import Query
 
+#: What a transaction gives.
 T = TypeVar("T")
+#: A JSON object as stored: a resource, a data item, a user ...
 Document = dict[str, Any]
 
 
@@ -140,6 +142,7 @@ class SQLiteStorage:
             from twisted.internet import reactor as _reactor
 
             reactor = _reactor
+        #: The database file.
         self.path = path
         self._reactor = reactor
         self._pool = ThreadPool(minthreads=1, maxthreads=1, name=f"exp-sqlite:{path}")

@@ -34,8 +34,11 @@ class HttpError(Exception):
 
     def __init__(self, status: int, code: str, message: str) -> None:
         super().__init__(message)
+        #: The HTTP status.
         self.status = status
+        #: The C{code} of the answer's C{{code, message}} (C{"auth.invalid"}).
         self.code = code
+        #: The C{message}: what went wrong, and what to do.
         self.message = message
         #: Headers of the answer (C{Retry-After}, ...).
         self.headers: dict[bytes, bytes] = {}
@@ -63,7 +66,12 @@ def not_found(what: str) -> HttpError:
 
 @attrs.frozen
 class Raw:
-    """A non-JSON answer: bytes with their content type."""
+    """
+    A non-JSON answer: bytes with their content type.
+
+    @ivar content_type: the C{Content-Type}.
+    @ivar body: the bytes.
+    """
 
     content_type: str
     body: bytes
@@ -71,14 +79,22 @@ class Raw:
 
 @attrs.frozen
 class Redirect:
-    """A 302 answer to C{location}."""
+    """
+    A 302 answer to C{location}.
+
+    @ivar location: the URL, or the path on this server, to go to.
+    """
 
     location: str
 
 
 @attrs.frozen
 class Delegate:
-    """An answer rendered by another twisted.web resource (static files)."""
+    """
+    An answer rendered by another twisted.web resource (static files).
+
+    @ivar resource: the resource that renders it.
+    """
 
     resource: resource.Resource
 
@@ -87,12 +103,16 @@ class ApiRequest:
     """What a handler sees of a request."""
 
     def __init__(self, request: server.Request, match: dict[str, str]) -> None:
+        #: The twisted.web request.
         self.http = request
+        #: The values of the route's path template's C{{names}}, decoded.
         self.match = match
         raw_query = request.uri.partition(b"?")[2].decode("utf-8", "replace")
+        #: The query's parameters, each with its values in order.
         self.params: dict[str, list[str]] = parse_qs(raw_query, keep_blank_values=True)
 
     def param(self, name: str) -> str | None:
+        """The last value of the query parameter C{name}, if it has one."""
         values = self.params.get(name)
         return values[-1] if values else None
 
@@ -102,6 +122,7 @@ class ApiRequest:
         return str(getattr(self.http.getClientAddress(), "host", "local"))
 
     def header(self, name: str) -> str | None:
+        """The value of the header C{name}, if the request has it."""
         # As bytes: Twisted's str headers raise on bytes that are not UTF-8.
         value = self.http.getHeader(name.encode("ascii"))
         return None if value is None else value.decode("utf-8", "replace")
@@ -131,6 +152,7 @@ class ApiRequest:
         return body
 
     def body_bytes(self) -> bytes:
+        """The body as it came."""
         content = self.http.content
         return content.read() if content is not None else b""
 
@@ -241,6 +263,7 @@ class _Exchange:
 class Router(resource.Resource):
     """A leaf resource that dispatches on method and path to async handlers."""
 
+    #: It answers every path below it.
     isLeaf = True
 
     def __init__(self, prefix: str = "") -> None:
@@ -391,10 +414,12 @@ class LimitedRequest(server.Request):
     answer names no server version.
     """
 
+    #: Whether the body went past the site's limit (it was not kept).
     body_too_large = False
     _received = 0
 
     def write(self, data: bytes) -> None:
+        """Write C{data} of the answer, after its headers, the C{Server} header ours."""
         if not self.startedWriting:
             self.responseHeaders.setRawHeaders(b"server", [SERVER_BANNER])
         super().write(data)
@@ -408,17 +433,20 @@ class LimitedRequest(server.Request):
         return int(getattr(getattr(self.channel, "site", None), "max_body", 1 << 20))
 
     def gotLength(self, length: int | None) -> None:
+        """Keep no body whose announced length is past the limit."""
         if length is not None and length > self._limit():
             self.body_too_large = True
             length = 0
         super().gotLength(length)
 
     def handleContentChunk(self, data: bytes) -> None:
+        """Keep C{data} of the body, unless the body has gone past the limit."""
         if self.body_too_large:
             return
         self._received += len(data)
         if self._received > self._limit():
             self.body_too_large = True
+            #: The body received (emptied once it is past the limit).
             self.content = BytesIO()
             return
         super().handleContentChunk(data)
@@ -427,9 +455,11 @@ class LimitedRequest(server.Request):
 class NotFound(resource.Resource):
     """The answer to any path outside the API."""
 
+    #: It answers every path below it.
     isLeaf = True
 
     def render(self, request: server.Request) -> bytes:
+        """A 404 C{{code, message}}."""
         request.setResponseCode(404)
         request.setHeader(b"content-type", b"application/json; charset=utf-8")
         path = request.path.decode("utf-8", "replace")
@@ -499,25 +529,30 @@ class DeadlineChannel(http.HTTPChannel):
     cut off.  Idle connections between requests keep Twisted's idle timeout.
     """
 
+    #: Seconds a request's head may take from its first byte.
     head_timeout = 10.0
     _head_clock: Any = None
     _past_head = False
 
     def dataReceived(self, data: bytes) -> None:
+        """Start the head's clock at the first byte of a request."""
         if self._head_clock is None and not self._past_head:
             self._head_clock = self.callLater(self.head_timeout, self._head_expired)
         super().dataReceived(data)
 
     def allHeadersReceived(self) -> None:
+        """Stop the head's clock: the head is complete."""
         self._stop_head_clock()
         self._past_head = True
         super().allHeadersReceived()
 
     def requestDone(self, request: http.Request) -> None:
+        """The next request's head gets a clock of its own."""
         self._past_head = False
         super().requestDone(request)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
+        """Stop the head's clock."""
         self._stop_head_clock()
         super().connectionLost(reason)
 
@@ -544,11 +579,14 @@ class PeerLimit(policies.WrappingFactory):
 
     def __init__(self, site: server.Site, limit: int) -> None:
         super().__init__(site)
+        #: The site that answers the connections let in.
         self.site = site
+        #: Connections at once from one peer address (0: no limit).
         self.limit = limit
         self._peers: Counter[str] = Counter()
 
     def buildProtocol(self, addr: Any) -> Any:
+        """A connection of the site, unless C{addr}'s host has its limit already."""
         host = str(getattr(addr, "host", ""))
         if self.limit and self._peers[host] >= self.limit:
             _log.info("refused a connection from {peer}: it has {count} open already",
@@ -560,6 +598,7 @@ class PeerLimit(policies.WrappingFactory):
         return protocol
 
     def unregisterProtocol(self, p: Any) -> None:
+        """Count a connection closed."""
         super().unregisterProtocol(p)
         host = str(getattr(p.getPeer(), "host", ""))
         self._peers[host] -= 1

@@ -73,11 +73,16 @@ def _between(low: int, high: int, name: str) -> Any:
 
 
 class Options(PlainOptions):
+    """The options of C{twistd exp-server}; C{--help} lists them."""
+
+    #: What follows the command in C{--help}'s first line.
     synopsis = "[options]"
     description = plain_text(__doc__)
+    #: The options without a value.
     optFlags = [
         ["no-access-log", None, "Write no line per HTTP request to the log."],
     ]
+    #: The options with a value: name, short name, default, help, parser.
     optParameters = [
         ["listen", "l", "tcp:9000:interface=127.0.0.1",
          "Endpoint to listen on (a Twisted endpoint string)."],
@@ -163,6 +168,7 @@ class Options(PlainOptions):
         self["feed-allow"].append(cidr)
 
     def opt_cors_origin(self, origin: str) -> None:
+        """Allow the web pages of this origin (the help text is in C{docs})."""
         # Repeatable, so a method rather than an optParameters entry.
         try:
             self["cors-origins"].append(normalize_origin(origin))
@@ -170,6 +176,7 @@ class Options(PlainOptions):
             raise usage.UsageError(f"--cors-origin: {e}") from None
 
     def postOptions(self) -> None:
+        """Load the seed, take the databases from the environment, check what goes together."""
         try:
             self["organizations"] = load_seed(self["seed"] or demo_seed_path())
         except SeedError as e:
@@ -204,11 +211,15 @@ class ServerService(service.Service):
     _log = Logger()
 
     def __init__(self, server: ExpServer, endpoint: Any) -> None:
+        #: The server it starts and stops.
         self.server = server
+        #: Where it listens.
         self.endpoint = endpoint
+        #: The listening port, once listening.
         self.port: IListeningPort | None = None
 
     def startService(self) -> None:
+        """Start the server, then listen; stop the reactor if either fails."""
         super().startService()
         ensureDeferred(self._start())
 
@@ -223,6 +234,7 @@ class ServerService(service.Service):
         self._log.info("EXP server listening on {address}", address=self.port.getHost())
 
     def stopService(self) -> Any:
+        """Stop listening, then stop the server."""
         super().stopService()
         return ensureDeferred(self._stop())
 
@@ -233,6 +245,7 @@ class ServerService(service.Service):
 
 
 def makeService(options: Options) -> service.IService:
+    """The service of C{twistd exp-server}: an L{ExpServer} of C{options}, listening."""
     from twisted.internet import reactor
 
     config = ServerConfig(

@@ -69,7 +69,15 @@ DEMO = {
 
 @attrs.define
 class RunningServer:
-    """A server started by L{start_server}."""
+    """
+    A server started by L{start_server}.
+
+    @ivar url: its URL, C{http://127.0.0.1:<port>}.
+    @ivar server: the server itself, to reach its parts (storage, hub ...).
+    @ivar port: the port it listens on.
+    @ivar directory: the folder of its database.
+    @ivar db_path: its database (a file, or a C{postgresql://} URL).
+    """
 
     url: str
     server: ExpServer
@@ -157,6 +165,14 @@ class ServerProcess:
 
     @param args: more C{exp-server} options, e.g. C{"--seed", path};
         C{--password-cost} is L{TEST_PASSWORD_COST} unless given.
+    @param startup_timeout: seconds L{start} waits for the server to answer.
+    @ivar directory: the folder of its database and log.
+    @ivar args: its C{exp-server} options.
+    @ivar port: the loopback port it listens on.
+    @ivar url: its URL, C{http://127.0.0.1:<port>}.
+    @ivar log_path: its log file.
+    @ivar startup_timeout: seconds L{start} waits for the server to answer.
+    @ivar process: the child process, once started.
     """
 
     def __init__(self, *args: str, directory: str | None = None,
@@ -197,6 +213,7 @@ class ServerProcess:
         raise OSError("exp-server did not answer in time:\n" + self.log())
 
     def log(self) -> str:
+        """What the server has written to its log so far."""
         with open(self.log_path, errors="replace") as f:
             return f.read()
 

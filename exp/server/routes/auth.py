@@ -24,6 +24,7 @@ _NO_UUID = "_"
 #: JS SDK signs C{iat + 24 h}; five minutes more for clocks that disagree.
 LOGIN_TOKEN_HORIZON = 86400.0 + 300.0
 
+#: The routes of this module, in the order declared.
 routes: Routes[Server] = Routes()
 
 

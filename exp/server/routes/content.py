@@ -26,6 +26,7 @@ PATH_TOKEN = "_rt="
 #: Past this many parts, a Range header is ignored and the whole file served.
 MAX_RANGES = 8
 
+#: The routes of this module, in the order declared.
 routes: Routes[Server] = Routes()
 
 

@@ -33,6 +33,7 @@ CONTENT_POLICY = b"sandbox allow-scripts allow-forms allow-popups allow-modals a
 LAYOUT_TYPES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp", "image/bmp",
                           "image/avif", "image/tiff"})
 
+#: The routes of this module, in the order declared.
 routes: Routes[Server] = Routes()
 
 

@@ -13,6 +13,7 @@ from exp.server._query import UNSET
 from exp.server._seam import Server
 from exp.server._web import ApiRequest, Routes, bad_request
 
+#: The routes of this module, in the order declared.
 routes: Routes[Server] = Routes()
 
 

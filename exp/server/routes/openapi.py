@@ -10,6 +10,7 @@ from typing import Any
 from exp.server._seam import Server
 from exp.server._web import ApiRequest, Routes
 
+#: The routes of this module, in the order declared.
 routes: Routes[Server] = Routes()
 
 
