@@ -179,15 +179,8 @@ class PostgreSQLStorage:
         return self._run(run)
 
     def get(self, organization: str, collection: str, uuid: str) -> Deferred[Document | None]:
-        async def run(db: Any) -> Document | None:
-            cursor = await db.execute(
-                "SELECT body FROM exp_documents"
-                " WHERE organization = %s AND collection = %s AND uuid = %s",
-                [organization, collection, uuid])
-            row = await cursor.fetchone()
-            return None if row is None else dict(row[0])
-
-        return self._run(run)
+        key = [organization, collection, uuid]
+        return self._run(lambda db: _body(db, f"SELECT body FROM exp_documents{_ONE}", key))
 
     def lookup(self, collection: str, uuid: str) -> Deferred[list[tuple[str, Document]]]:
         async def run(db: Any) -> list[tuple[str, Document]]:
@@ -259,15 +252,8 @@ class PostgreSQLStorage:
         return self._run(run)
 
     def delete(self, organization: str, collection: str, uuid: str) -> Deferred[Document | None]:
-        async def run(db: Any) -> Document | None:
-            cursor = await db.execute(
-                "DELETE FROM exp_documents"
-                " WHERE organization = %s AND collection = %s AND uuid = %s RETURNING body",
-                [organization, collection, uuid])
-            row = await cursor.fetchone()
-            return None if row is None else dict(row[0])
-
-        return self._run(run)
+        sql = f"DELETE FROM exp_documents{_ONE} RETURNING body"
+        return self._run(lambda db: _body(db, sql, [organization, collection, uuid]))
 
     def put_blob(self, organization: str, name: str, content_type: str,
                  data: bytes) -> Deferred[None]:
@@ -311,6 +297,17 @@ class PostgreSQLStorage:
             return int(count)
 
         return self._run(run)
+
+
+#: The condition of one document's row.
+_ONE = " WHERE organization = %s AND collection = %s AND uuid = %s"
+
+
+async def _body(db: Any, sql: str, parameters: list[Any]) -> Document | None:
+    """The document in the C{body} of the row that C{sql} gives, if it gives one."""
+    cursor = await db.execute(sql, parameters)
+    row = await cursor.fetchone()
+    return None if row is None else dict(row[0])
 
 
 def _bigint(count: int | None) -> int | None:

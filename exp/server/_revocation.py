@@ -83,10 +83,14 @@ def _uncancellable(d: Deferred[Any]) -> Deferred[Any]:
 
 
 @implementer(ISubscriber)
+@attrs.define(eq=False)
 class Revocations:
     """
     The identities whose credentials changed within a token lifetime.
 
+    @param storage: where changes are kept, for restarts and later processes.
+    @param hub: tells the other processes of a change at once.
+    @param clock: the clock of the changes' ends.
     @param lifetime: seconds a server token is valid.
     @param revoked: called with the key of every identity whose tokens this
         process learns are revoked (to end its network sessions).
@@ -94,16 +98,17 @@ class Revocations:
 
     _log = Logger()
 
-    def __init__(self, storage: IStorage, hub: IHub, clock: IReactorTime, lifetime: float,
-                 revoked: Callable[[Key], None]) -> None:
-        self._storage = storage
-        self._hub = hub
-        self._clock = clock
-        self._lifetime = lifetime
-        self._revoked = revoked
-        self._changes: dict[Key, Change] = {}
+    _storage: IStorage
+    _hub: IHub
+    _clock: IReactorTime
+    _lifetime: float
+    _revoked: Callable[[Key], None]
+    _changes: dict[Key, Change] = attrs.field(factory=dict, init=False)
+    _reload: LoopingCall = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
         self._reload = LoopingCall(self._reload_changes)
-        self._reload.clock = clock
+        self._reload.clock = self._clock
 
     async def start(self) -> None:
         """Listen for changes from other processes, then read the stored ones."""

@@ -21,6 +21,7 @@ import ipaddress
 import os
 from typing import Any
 
+import attrs
 from twisted.application import service
 from twisted.internet.defer import ensureDeferred, maybeDeferred
 from twisted.internet.endpoints import serverFromString
@@ -59,6 +60,11 @@ def _positive(kind: type, name: str) -> Any:
     return parse
 
 
+def _positive_option(name: str, default: float, kind: type, help: str) -> list[Any]:
+    """The entry of C{optParameters} of a positive number C{--name}."""
+    return [name, None, default, help, _positive(kind, name)]
+
+
 def _between(low: int, high: int, name: str) -> Any:
     def parse(value: str) -> int:
         try:
@@ -72,12 +78,17 @@ def _between(low: int, high: int, name: str) -> Any:
     return parse
 
 
+#: What C{--help} says of the command: this module's docstring, as plain text.
+DESCRIPTION = plain_text(__doc__)
+
+
 class Options(PlainOptions):
     """The options of C{twistd exp-server}; C{--help} lists them."""
 
     #: What follows the command in C{--help}'s first line.
     synopsis = "[options]"
-    description = plain_text(__doc__)
+    #: What C{--help} says after the options.
+    description = DESCRIPTION
     #: The options without a value.
     optFlags = [
         ["no-access-log", None, "Write no line per HTTP request to the log."],
@@ -97,58 +108,50 @@ class Options(PlainOptions):
          "Content folder of the organizations whose seed names none."],
         ["public-url", "u", None,
          "URL clients are told to use; by default taken from each login request."],
-        ["token-lifetime", None, 3600.0, "Token lifetime in seconds.",
-         _positive(float, "token-lifetime")],
-        ["max-body", None, 1 << 20, "Largest request body in bytes.",
-         _positive(int, "max-body")],
-        ["max-broadcast-timeout", None, 60.0, "Longest broadcast timeout in seconds.",
-         _positive(float, "max-broadcast-timeout")],
+        _positive_option("token-lifetime", 3600.0, float,
+                         "Token lifetime in seconds."),
+        _positive_option("max-body", 1 << 20, int,
+                         "Largest request body in bytes."),
+        _positive_option("max-broadcast-timeout", 60.0, float,
+                         "Longest broadcast timeout in seconds."),
         ["password-cost", None, PASSWORD_COST,
          "scrypt cost of password hashes, as log2 of N (10 to 20); cheaper stored hashes "
          "are redone at the next login.", _between(10, 20, "password-cost")],
-        ["failures-per-minute", None, 30.0,
-         "Failed logins and pairing attempts a peer address may make a minute (then 429).",
-         _positive(float, "failures-per-minute")],
-        ["lockout-failures", None, 10,
-         "Failed logins (or pairing codes) that lock an account...",
-         _positive(int, "lockout-failures")],
-        ["lockout-seconds", None, 300.0, "...for this many seconds.",
-         _positive(float, "lockout-seconds")],
-        ["unpaired-logins-per-minute", None, 30.0,
-         "Unpaired device logins a peer address may make a minute (then 429).",
-         _positive(float, "unpaired-logins-per-minute")],
-        ["pairing-code-lifetime", None, 900.0, "Seconds a pairing code is good for.",
-         _positive(float, "pairing-code-lifetime")],
-        ["head-timeout", None, 10.0,
-         "Seconds a request's head (request line and headers) may take from its first "
-         "byte (then 408).", _positive(float, "head-timeout")],
+        _positive_option("failures-per-minute", 30.0, float,
+                         "Failed logins and pairing attempts a peer address may make a minute "
+                         "(then 429)."),
+        _positive_option("lockout-failures", 10, int,
+                         "Failed logins (or pairing codes) that lock an account..."),
+        _positive_option("lockout-seconds", 300.0, float,
+                         "...for this many seconds."),
+        _positive_option("unpaired-logins-per-minute", 30.0, float,
+                         "Unpaired device logins a peer address may make a minute (then 429)."),
+        _positive_option("pairing-code-lifetime", 900.0, float,
+                         "Seconds a pairing code is good for."),
+        _positive_option("head-timeout", 10.0, float,
+                         "Seconds a request's head (request line and headers) may take from its "
+                         "first byte (then 408)."),
         ["max-connections-per-peer", None, 1000,
          "Connections one peer address may hold open at once (0: no limit).",
          _between(0, 10**6, "max-connections-per-peer")],
-        ["feed-timeout", None, FETCH_TIMEOUT,
-         "Seconds for a whole feed fetch, body included.", _positive(float, "feed-timeout")],
-        ["feed-max-bytes", None, MAX_FEED_BYTES,
-         "Largest feed source in bytes, as received and as decompressed.",
-         _positive(int, "feed-max-bytes")],
-        ["max-session-queue", None, MAX_SESSION_QUEUE,
-         "Bytes a network session may have waiting for its client (not polled, or "
-         "not read off its WebSocket) before it is closed; at least --max-body.",
-         _positive(int, "max-session-queue")],
-        ["max-session-messages", None, MAX_SESSION_MESSAGES,
-         "Packets a network session may have waiting for its client before it is closed.",
-         _positive(int, "max-session-messages")],
-        ["max-subscriptions", None, MAX_SUBSCRIPTIONS,
-         "Channels one network session may listen to.",
-         _positive(int, "max-subscriptions")],
-        ["max-sessions-per-identity", None, MAX_SESSIONS_PER_IDENTITY,
-         "Network sessions one identity may hold; one more closes its oldest.",
-         _positive(int, "max-sessions-per-identity")],
-        ["max-responses", None, MAX_RESPONSES,
-         "Responses one broadcast collects; more are dropped.",
-         _positive(int, "max-responses")],
-        ["max-response-bytes", None, MAX_RESPONSE_BYTES,
-         "Bytes of the responses one broadcast collects; more are dropped.",
-         _positive(int, "max-response-bytes")],
+        _positive_option("feed-timeout", FETCH_TIMEOUT, float,
+                         "Seconds for a whole feed fetch, body included."),
+        _positive_option("feed-max-bytes", MAX_FEED_BYTES, int,
+                         "Largest feed source in bytes, as received and as decompressed."),
+        _positive_option("max-session-queue", MAX_SESSION_QUEUE, int,
+                         "Bytes a network session may have waiting for its client (not polled, or "
+                         "not read off its WebSocket) before it is closed; at least --max-body."),
+        _positive_option("max-session-messages", MAX_SESSION_MESSAGES, int,
+                         "Packets a network session may have waiting for its client before it is "
+                         "closed."),
+        _positive_option("max-subscriptions", MAX_SUBSCRIPTIONS, int,
+                         "Channels one network session may listen to."),
+        _positive_option("max-sessions-per-identity", MAX_SESSIONS_PER_IDENTITY, int,
+                         "Network sessions one identity may hold; one more closes its oldest."),
+        _positive_option("max-responses", MAX_RESPONSES, int,
+                         "Responses one broadcast collects; more are dropped."),
+        _positive_option("max-response-bytes", MAX_RESPONSE_BYTES, int,
+                         "Bytes of the responses one broadcast collects; more are dropped."),
     ]
 
     def __init__(self) -> None:
@@ -244,36 +247,21 @@ class ServerService(service.Service):
         await self.server.stop()
 
 
+def _config(options: Options) -> ServerConfig:
+    """The settings of C{options}: each option named as a setting is, C{-} for C{_}."""
+    names = {field.name for field in attrs.fields(ServerConfig)}
+    settings = {key.replace("-", "_"): value for key, value in options.items()
+                if key.replace("-", "_") in names}
+    settings["access_log"] = not options["no-access-log"]
+    settings["cors_origins"] = options["cors-origins"] or [ANY_ORIGIN]
+    return ServerConfig(**settings)
+
+
 def makeService(options: Options) -> service.IService:
     """The service of C{twistd exp-server}: an L{ExpServer} of C{options}, listening."""
     from twisted.internet import reactor
 
-    config = ServerConfig(
-        public_url=options["public-url"],
-        token_lifetime=options["token-lifetime"],
-        max_body=options["max-body"],
-        max_broadcast_timeout=options["max-broadcast-timeout"],
-        content=options["content"],
-        access_log=not options["no-access-log"],
-        password_cost=options["password-cost"],
-        failures_per_minute=options["failures-per-minute"],
-        lockout_failures=options["lockout-failures"],
-        lockout_seconds=options["lockout-seconds"],
-        unpaired_logins_per_minute=options["unpaired-logins-per-minute"],
-        pairing_code_lifetime=options["pairing-code-lifetime"],
-        head_timeout=options["head-timeout"],
-        max_connections_per_peer=options["max-connections-per-peer"],
-        feed_allow=options["feed-allow"],
-        feed_timeout=options["feed-timeout"],
-        feed_max_bytes=options["feed-max-bytes"],
-        cors_origins=options["cors-origins"] or [ANY_ORIGIN],
-        max_session_queue=options["max-session-queue"],
-        max_session_messages=options["max-session-messages"],
-        max_subscriptions=options["max-subscriptions"],
-        max_sessions_per_identity=options["max-sessions-per-identity"],
-        max_responses=options["max-responses"],
-        max_response_bytes=options["max-response-bytes"],
-    )
+    config = _config(options)
     server = ExpServer(make_storage(options["db"], reactor), options["organizations"],
                        config, reactor=reactor, hub=make_hub(options["redis"], reactor))
     return ServerService(server, serverFromString(reactor, options["listen"]))

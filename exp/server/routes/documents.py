@@ -92,9 +92,7 @@ async def feed_data(server: Server, req: ApiRequest) -> Any:
     """The data of a feed, fetched from its source now."""
     identity = server.policy.allow(req, Action.READ)
     uuid = req.match["uuid"]
-    feed = await server.storage.get(identity.organization, "feeds", uuid)
-    if feed is None:
-        raise not_found(f"feed {uuid}")
+    feed = found(await server.storage.get(identity.organization, "feeds", uuid), f"feed {uuid}")
     return await server.feeds.fetch(feed, req.param("searchValue"))
 
 
@@ -127,14 +125,23 @@ async def create(server: Server, req: ApiRequest, collection: Collection) -> Any
     return stored
 
 
+def found(document: Document | None, what: str) -> Document:
+    """
+    C{document}, if there is one.
+
+    @raise HttpError: 404, that C{what} (C{"device <uuid>"}) does not exist.
+    """
+    if document is None:
+        raise not_found(what)
+    return document
+
+
 async def get(server: Server, req: ApiRequest, collection: Collection) -> Any:
     """A document of C{collection}."""
     identity = server.policy.allow(req, Action.READ)
     uuid = req.match["uuid"]
     document = await server.storage.get(identity.organization, collection.name, uuid)
-    if document is None:
-        raise not_found(f"{collection.what} {uuid}")
-    return collection.shown(identity, document)
+    return collection.shown(identity, found(document, f"{collection.what} {uuid}"))
 
 
 async def update(server: Server, req: ApiRequest, collection: Collection) -> Any:
@@ -147,22 +154,20 @@ async def update(server: Server, req: ApiRequest, collection: Collection) -> Any
     def store() -> Any:
         return server.storage.update(organization, collection.name, uuid, fields)
 
-    document = await collection.on_update(server, organization, uuid, fields, store)
-    if document is None:
-        raise not_found(f"{collection.what} {uuid}")
+    document = found(await collection.on_update(server, organization, uuid, fields, store),
+                     f"{collection.what} {uuid}")
     server.notify(organization, uuid, "update", document)
     return document
 
 
 async def delete(server: Server, req: ApiRequest, collection: Collection) -> Any:
     """Delete a document of C{collection}."""
-    identity = server.policy.allow(req, Action.WRITE)
+    organization = server.policy.allow(req, Action.WRITE).organization
     uuid = req.match["uuid"]
-    document = await server.storage.delete(identity.organization, collection.name, uuid)
-    if document is None:
-        raise not_found(f"{collection.what} {uuid}")
-    server.notify(identity.organization, uuid, "delete", document)
-    await collection.on_delete(server, identity.organization, uuid)
+    document = found(await server.storage.delete(organization, collection.name, uuid),
+                     f"{collection.what} {uuid}")
+    server.notify(organization, uuid, "delete", document)
+    await collection.on_delete(server, organization, uuid)
     return None
 
 
@@ -207,9 +212,7 @@ async def get_data(server: Server, req: ApiRequest) -> Any:
     identity = server.policy.allow(req, Action.READ)
     group, key = req.match["group"], req.match["key"]
     item = await server.storage.get(identity.organization, "data", data_uuid(group, key))
-    if item is None:
-        raise not_found(f"data item {group}/{key}")
-    return public_item(item)
+    return public_item(found(item, f"data item {group}/{key}"))
 
 
 @routes.put("/api/data/{group}/{key}")
@@ -231,8 +234,7 @@ async def delete_data(server: Server, req: ApiRequest) -> Any:
     """Delete a data item."""
     identity = server.policy.allow(req, Action.WRITE)
     group, key = req.match["group"], req.match["key"]
-    item = await server.storage.delete(identity.organization, "data", data_uuid(group, key))
-    if item is None:
-        raise not_found(f"data item {group}/{key}")
+    item = found(await server.storage.delete(identity.organization, "data", data_uuid(group, key)),
+                 f"data item {group}/{key}")
     notify_data(server, identity.organization, group, key, "delete", public_item(item))
     return None
