@@ -83,7 +83,6 @@ def _uncancellable(d: Deferred[Any]) -> Deferred[Any]:
 
 
 @implementer(ISubscriber)
-@attrs.define(eq=False)
 class Revocations:
     """
     The identities whose credentials changed within a token lifetime.
@@ -98,17 +97,13 @@ class Revocations:
 
     _log = Logger()
 
-    _storage: IStorage
-    _hub: IHub
-    _clock: IReactorTime
-    _lifetime: float
-    _revoked: Callable[[Key], None]
-    _changes: dict[Key, Change] = attrs.field(factory=dict, init=False)
-    _reload: LoopingCall = attrs.field(init=False)
-
-    def __attrs_post_init__(self) -> None:
+    def __init__(self, storage: IStorage, hub: IHub, clock: IReactorTime, lifetime: float,
+                 revoked: Callable[[Key], None]) -> None:
+        self._storage, self._hub, self._clock = storage, hub, clock
+        self._lifetime, self._revoked = lifetime, revoked
+        self._changes: dict[Key, Change] = {}
         self._reload = LoopingCall(self._reload_changes)
-        self._reload.clock = self._clock
+        self._reload.clock = clock
 
     async def start(self) -> None:
         """Listen for changes from other processes, then read the stored ones."""
