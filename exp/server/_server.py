@@ -47,6 +47,7 @@ from exp.server._auth import (
 )
 from exp.server._cors import ANY as ANY_ORIGIN
 from exp.server._cors import CORS, normalize_origins
+from exp.server._engineio import EngineIOResource
 from exp.server._hub import MAX_RESPONSE_BYTES, MAX_RESPONSES, IHub, LocalHub
 from exp.server._limits import Lockouts, TokenBuckets, too_many
 from exp.server._network import (
@@ -54,9 +55,8 @@ from exp.server._network import (
     MAX_SESSION_QUEUE,
     MAX_SESSIONS_PER_IDENTITY,
     MAX_SUBSCRIPTIONS,
-    EngineIOResource,
     Limits,
-    Network,
+    RealTimeNetwork,
 )
 from exp.server._query import UNSET, InvalidQuery, Query
 from exp.server._revocation import Key, Revocations, key_of
@@ -257,7 +257,7 @@ class ExpServer:
                                        self._revoked)
         self.router = Router()
         self._add_routes()
-        self.network = Network(
+        self.network = RealTimeNetwork(
             self.hub, self._identify_token, reactor,
             ping_interval=self.config.ping_interval, ping_timeout=self.config.ping_timeout,
             max_message=self.config.max_body,
@@ -297,7 +297,8 @@ class ExpServer:
         origins = self.config.cors_origins
         methods = {method for method, _ in self.router.routes()}
         root.putChild(b"api", CORS(self.router, origins, methods))
-        root.putChild(b"socket.io", CORS(EngineIOResource(self.network), origins, ["GET", "POST"]))
+        network = EngineIOResource(self.network.engine)
+        root.putChild(b"socket.io", CORS(network, origins, ["GET", "POST"]))
         return root
 
     def site(self) -> server.Site:
