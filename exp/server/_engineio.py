@@ -16,9 +16,10 @@ from __future__ import annotations
 import itertools
 import json
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
+import attrs
 from autobahn.twisted.resource import WebSocketResource
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.protocol import PreparedMessage
@@ -92,36 +93,37 @@ class SharedPacket(Protocol):
         """The bytes of L{frame} in UTF-8."""
 
 
+@attrs.define(slots=True, eq=False)
 class EngineIO:
     """
     The Engine.IO sessions of one server, and the options and caps they
     share.
 
-    @ivar sessions: the open sessions by sid.
+    @ivar gate: what decides who opens and uses a session.
+    @ivar clock: what times the sessions out.
+    @ivar ping_interval: seconds between the pings of a client.
+    @ivar ping_timeout: seconds a client has past an interval before its
+        session is closed.
+    @ivar max_message: the largest WebSocket message or frame taken.
     @ivar queue_bytes: bytes of packets a session may have waiting: queued
         for a client that has not polled, or written to a WebSocket whose
         transport has not drained.  Past it the session is closed.
     @ivar queue_messages: the same, counted in packets.
-    @ivar max_message: the largest WebSocket message or frame taken.
+    @ivar sessions: the open sessions by sid.
     """
 
-    __slots__ = ("_numbers", "_prepared", "clock", "gate", "max_message", "ping_interval",
-                 "ping_timeout", "queue_bytes", "queue_messages", "sessions")
-
-    def __init__(self, gate: Gate, clock: IReactorTime, ping_interval: float,
-                 ping_timeout: float, max_message: int, queue_bytes: int,
-                 queue_messages: int) -> None:
-        self.gate = gate
-        self.clock = clock
-        self.ping_interval = ping_interval
-        self.ping_timeout = ping_timeout
-        self.max_message = max_message
-        self.queue_bytes = queue_bytes
-        self.queue_messages = queue_messages
-        self.sessions: dict[str, EngineIOSession] = {}
-        #: Session numbers: what log lines name a session by (its sid is a secret).
-        self._numbers = itertools.count(1)
-        self._prepared: tuple[SharedPacket, PreparedMessage] | None = None
+    gate: Gate
+    clock: IReactorTime
+    ping_interval: float
+    ping_timeout: float
+    max_message: int
+    queue_bytes: int
+    queue_messages: int
+    sessions: dict[str, EngineIOSession] = attrs.field(factory=dict, init=False)
+    #: Session numbers: what log lines name a session by (its sid is a secret).
+    _numbers: Iterator[int] = attrs.field(factory=lambda: itertools.count(1), init=False)
+    _prepared: tuple[SharedPacket, PreparedMessage] | None = attrs.field(default=None,
+                                                                          init=False)
 
     def open(self, owner: Any, params: Params) -> EngineIOSession:
         """A new session, which the L{Gate} has admitted as C{owner}'s."""

@@ -158,7 +158,7 @@ class RealTimeNetwork:
             self._log.info(
                 "{type} {uuid} opened more than {cap} sessions; closing its oldest, "
                 "session #{number}", type=owner.type, uuid=owner.uuid, cap=cap,
-                number=oldest.number)
+                number=oldest.session.number)
             oldest.close()
         subscriber = Subscriber(self, session, owner, param(params, "token"))
         self.sessions[session.sid] = subscriber
@@ -186,7 +186,7 @@ class RealTimeNetwork:
 
     def forget(self, subscriber: Subscriber) -> None:
         """C{subscriber}'s session is closed."""
-        self.sessions.pop(subscriber.sid, None)
+        self.sessions.pop(subscriber.session.sid, None)
         key = _owner(subscriber.identity)
         owned = self._owned.get(key)
         if owned is not None:
@@ -231,21 +231,6 @@ class Subscriber:
         # Socket.IO's connect to "/": the client is in the namespace at once.
         self._send(eio.SocketIOPacket(eio.CONNECT))
 
-    @property
-    def sid(self) -> str:
-        """The sid of its session."""
-        return self.session.sid
-
-    @property
-    def number(self) -> int:
-        """What log lines call its session."""
-        return self.session.number
-
-    @property
-    def closed(self) -> bool:
-        """Whether its session has ended."""
-        return self.session.closed
-
     def close(self) -> None:
         """End its session."""
         self.session.close()
@@ -282,7 +267,7 @@ class Subscriber:
         name, args = data[0], data[1:]
         if name != "subscribe":
             self._log.debug("ignored event {name!r} from session #{number}",
-                            name=name, number=self.number)
+                            name=name, number=self.session.number)
             return
         if not args or not isinstance(args[0], list):
             self._error("subscribe takes an array of channel ids")
@@ -301,7 +286,8 @@ class Subscriber:
                 accepted.append(channel_id)
         if refused:
             self._log.info("session #{number} asked for more than {cap} channels; "
-                           "{refused} refused", number=self.number, cap=cap, refused=refused)
+                           "{refused} refused", number=self.session.number, cap=cap,
+                           refused=refused)
         self.session.send(eio.event("subscribed", accepted))
 
     def _may_listen(self, channel_id: object) -> bool:
