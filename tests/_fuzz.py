@@ -352,7 +352,10 @@ def start_fuzzed() -> Fuzzed:
                            # of its own: test_network_limits.py)
                            "--max-sessions-per-identity", "100000",
                            # the feeds' sources are the server's own pages
-                           "--feed-allow", "127.0.0.0/8").start()
+                           "--feed-allow", "127.0.0.0/8",
+                           # the fuzz opens sessions of the watchers' identity by the
+                           # hundred; that cap has tests of its own (test_network_limits)
+                           "--max-sessions-per-identity", "100000").start()
     fuzzed = Fuzzed(server)
     try:
         _prepare(fuzzed)
