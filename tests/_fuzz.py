@@ -347,10 +347,6 @@ def start_fuzzed() -> Fuzzed:
     """Start a server with the demo seed and log in as everyone."""
     server = ServerProcess("--max-body", str(MAX_BODY),
                            "--max-broadcast-timeout", str(MAX_BROADCAST_TIMEOUT),
-                           # the fuzz leaves many sessions of the watchers' identity
-                           # open, and the cap would close the watchers' (it has tests
-                           # of its own: test_network_limits.py)
-                           "--max-sessions-per-identity", "100000",
                            # the feeds' sources are the server's own pages
                            "--feed-allow", "127.0.0.0/8",
                            # the fuzz opens sessions of the watchers' identity by the
