@@ -7,17 +7,13 @@ each with its defended outcome asserted.
 from __future__ import annotations
 
 import json
-import os
-import socket
-import struct
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
 import pytest_twisted
-from twisted.internet import reactor, task
-from twisted.internet.defer import ensureDeferred
+from twisted.internet import reactor
 from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.logger import globalLogPublisher
 from twisted.protocols import policies
@@ -32,17 +28,17 @@ from ._eio import (
     Clients,
     Polling,
     Refused,
+    Unreading,
     WebSocket,
     assert_served,
     event,
     frame,
     guard,
-    parse_event,
     parse_open,
+    pause,
     subscribe,
 )
-from .conftest import Http
-from .test_network import (
+from ._network import (
     LOBBY,
     ORG,
     Bystander,
@@ -50,36 +46,18 @@ from .test_network import (
     broadcast,
     channel,
     clocked_server,
-    login_consumer,
-    login_device,
-    login_unpaired,
+    login,
     next_broadcast,
     pending_poll,
     respond,
     running,
+    sid_known,
 )
-from .test_security import render
+from ._support import render
+from .conftest import Http
 
 #: A broadcast payload just under the default --max-body (1 MiB) with its envelope.
 LARGE = "x" * (900 << 10)
-
-
-@pytest_twisted.async_yield_fixture()
-async def net(server: RunningServer) -> AsyncIterator[Clients]:
-    clients = Clients(server.url)
-    yield clients
-    await clients.close()
-
-
-async def sid_known(http: Http, sid: str) -> bool:
-    """Whether the server still has a session C{sid} (asked without its token)."""
-    answer = await Polling(http, None).request("GET", sid=sid)
-    assert answer.code == 400, answer
-    return bool(answer.json["code"] != 1)
-
-
-async def pause(seconds: float = 0.01) -> None:
-    await task.deferLater(reactor, seconds, lambda: None)
 
 
 # -- the options ------------------------------------------------------------------------
@@ -104,87 +82,6 @@ def test_every_cap_is_a_server_option_with_the_configs_default() -> None:
     for bad in (["--max-subscriptions", "0"], ["--max-session-queue", "1000"]):
         with pytest.raises(usage.UsageError):
             Options().parseOptions(bad)
-
-
-# -- a WebSocket client that stops reading ------------------------------------------
-
-
-def _client_frame(text: str) -> bytes:
-    """A masked WebSocket text frame, as a client sends it."""
-    payload = text.encode("utf-8")
-    mask = os.urandom(4)
-    length = len(payload)
-    if length < 126:
-        head = struct.pack("!BB", 0x81, 0x80 | length)
-    elif length < 1 << 16:
-        head = struct.pack("!BBH", 0x81, 0x80 | 126, length)
-    else:
-        head = struct.pack("!BBQ", 0x81, 0x80 | 127, length)
-    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-
-
-class Unreading:
-    """
-    A raw TCP WebSocket client with a small receive buffer: it shakes hands,
-    reads the first packets, then writes (pings) but never reads again.
-    The socket is non-blocking, so the reactor serves the server meanwhile.
-    """
-
-    def __init__(self, url: str, token: str) -> None:
-        host, port = url.removeprefix("http://").split(":")
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        self.sock.connect((host, int(port)))  # loopback: the kernel completes it
-        self.sock.setblocking(False)
-        self.sock.sendall(
-            f"GET /socket.io/?EIO=3&transport=websocket&token={token} HTTP/1.1\r\n"
-            f"Host: {host}:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
-            "\r\n".encode("ascii"))
-        self._buffer = b""
-        self._opened = False
-
-    async def _fill(self) -> None:
-        """Wait for more bytes from the server."""
-        for _ in range(int(HANG_GUARD / 0.01)):
-            try:
-                data = self.sock.recv(65536)
-            except BlockingIOError:
-                await pause()
-                continue
-            assert data, "the server closed the connection"
-            self._buffer += data
-            return
-        raise AssertionError("the server sent nothing")
-
-    async def next(self) -> str:
-        """The next text frame from the server (reading, for now)."""
-        while not self._opened:
-            head, found, rest = self._buffer.partition(b"\r\n\r\n")
-            if found:
-                assert head.startswith(b"HTTP/1.1 101"), head
-                self._buffer, self._opened = rest, True
-            else:
-                await self._fill()
-        while True:
-            if len(self._buffer) >= 2:
-                length, start = self._buffer[1] & 0x7F, 2
-                if length == 126 and len(self._buffer) >= 4:
-                    length, start = struct.unpack("!H", self._buffer[2:4])[0], 4
-                elif length == 127 and len(self._buffer) >= 10:
-                    length, start = struct.unpack("!Q", self._buffer[2:10])[0], 10
-                if length < 126 and len(self._buffer) >= start + length:
-                    assert self._buffer[0] == 0x81, self._buffer[:1]
-                    text = self._buffer[start:start + length].decode("utf-8")
-                    self._buffer = self._buffer[start + length:]
-                    return text
-            await self._fill()
-
-    def send(self, text: str) -> None:
-        self.sock.send(_client_frame(text))
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 @asynccontextmanager
@@ -219,9 +116,8 @@ async def test_websocket_client_that_never_reads_is_closed(wrapped: bool) -> Non
         try:
             sid = parse_open(await client.next())["sid"]
             assert await client.next() == "40"
-            client.send(event("subscribe", [LOBBY]))
-            assert parse_event(await client.next()) == ("subscribed", [[LOBBY]])
-            client.send("2")  # alive, but it reads nothing more
+            assert await subscribe(client, [LOBBY]) == [LOBBY]
+            await client.send("2")  # alive, but it reads nothing more
             sent = 0
             while await sid_known(net.http, sid):
                 # 200 take 180 MB: only a server without a cap gets there.
@@ -317,7 +213,7 @@ async def test_an_identitys_oldest_session_is_closed_past_the_cap() -> None:
     other identities keep theirs."""
     async with running(max_sessions_per_identity=3) as (_, net):
         token = await net.http.user_token()
-        device = (await login_device(net.http))["token"]
+        device = (await login(net.http, "device"))["token"]
         user_sessions = [await net.connect("websocket", token) for _ in range(2)]
         oldest = await net.connect("polling", device)
         assert isinstance(oldest, Polling) and oldest.sid is not None
@@ -338,7 +234,7 @@ async def test_an_unpaired_device_holds_one_session(
     net: Clients, http: Http, token: str
 ) -> None:
     """A pairing identity's every new session closes its previous one; the last is paired."""
-    auth = await login_unpaired(http)
+    auth = await login(http, "unpaired")
     identity = auth["identity"]
     own = channel("", identity["uuid"], system=True)
     first = await net.connect("websocket", auth["token"])
@@ -371,16 +267,12 @@ async def test_a_broadcast_collects_responses_up_to_its_caps(
 ) -> None:
     """Responses past max_responses or max_response_bytes are answered 200 and dropped."""
     async with clocked_server(**config) as clocked:
-        clock, net = clocked.clock, clocked.net
-        token = await net.http.user_token()
-        client = await net.connect("websocket", token)
-        assert await subscribe(client, [LOBBY]) == [LOBBY]
-        pending = ensureDeferred(broadcast(net.http, token, LOBBY, "ask", None, timeout=1000))
-        message = await next_broadcast(client)
+        token, client = await clocked.listener("websocket")
+        pending, message = await clocked.ask(token, client, 1000)
         for payload in payloads:
-            answer = await respond(net.http, token, message, payload)
+            answer = await respond(clocked.http, token, message, payload)
             assert (answer.code, answer.body) == (200, b""), answer
-        clock.advance(1)
+        clocked.clock.advance(1)
         answer = await guard(pending)
         assert (answer.code, answer.json) == (200, kept)
 
@@ -395,8 +287,8 @@ async def test_a_consumer_app_cannot_take_over_a_devices_session_of_the_same_uui
     """The consumer app test-uuid can neither upgrade onto nor poll the device test-uuid's
     session, and gets none of its broadcasts; the device's session goes on."""
     assert DEMO["consumer_uuid"] == DEMO["device_uuid"]
-    device = (await login_device(http))["token"]
-    consumer = (await login_consumer(http))["token"]
+    device = (await login(http, "device"))["token"]
+    consumer = (await login(http, "consumer"))["token"]
     victim = await net.connect("polling", device)
     assert isinstance(victim, Polling) and victim.sid is not None
     assert await subscribe(victim, [LOBBY]) == [LOBBY]
@@ -421,7 +313,7 @@ async def test_polling_needs_a_token_of_the_sessions_identity(
     403; with the session's own token or another of its identity it is served."""
     client = await net.connect("polling", token)
     assert isinstance(client, Polling) and client.sid is not None
-    device = (await login_device(http))["token"]
+    device = (await login(http, "device"))["token"]
     for method, body in (("GET", None), ("POST", frame(["2"]))):
         for other, status, code in ((None, 400, 3), (device, 403, 4), ("garbage", 403, 4)):
             intruder = Polling(http, other)

@@ -28,14 +28,9 @@ MAX_RESPONSES = 1000
 MAX_RESPONSE_BYTES = 8 << 20
 
 
-def utf8_size(text: str) -> int:
-    """The length of C{text} in UTF-8, without encoding it when it is ASCII."""
-    return len(text) if text.isascii() else len(text.encode("utf-8"))
-
-
 def json_size(value: Any) -> int:
     """The bytes of C{value} as compact JSON."""
-    return utf8_size(json.dumps(value, separators=(",", ":"), ensure_ascii=False))
+    return eio.utf8_size(json.dumps(value, separators=(",", ":"), ensure_ascii=False))
 
 
 class Message:
@@ -61,7 +56,7 @@ class Message:
     def size(self) -> int:
         """The bytes of L{frame} in UTF-8."""
         if self._size < 0:
-            self._size = utf8_size(self.frame())
+            self._size = eio.utf8_size(self.frame())
         return self._size
 
 

@@ -1,48 +1,39 @@
 """
-The real-time network of PROTOCOL.md A5: Socket.IO over Engine.IO 3, with
-long-polling and WebSocket (through Autobahn) served at C{/socket.io/} in
-the same twisted.web site as the REST API.
+The real-time network of PROTOCOL.md A5: Socket.IO and EXP's channels above
+the Engine.IO sessions of L{exp.server._engineio}, served at C{/socket.io/}
+in the same twisted.web site as the REST API.
 
-A L{Session} is one Engine.IO connection of one identity; it subscribes to
-channels through the hub and receives their broadcasts.  A session belongs
-to the identity whose token opened it: every later request of the session
-(a poll, a post, the WebSocket of an upgrade) must carry a token of that
-identity.
+Each Engine.IO session gets a L{Subscriber}, which speaks Socket.IO on it:
+it subscribes to channels through the hub and receives their broadcasts.  A
+session belongs to the identity whose token opened it: every later request
+of the session (a poll, a post, the WebSocket of an upgrade) must carry a
+token of that identity, which the L{RealTimeNetwork} checks as the
+sessions' L{Gate<exp.server._engineio.Gate>}.
 
 Every session has a budget (L{Limits}): the packets queued for a client
-that does not poll, or written to a WebSocket whose client does not read;
-its subscriptions; and the sessions of its identity.  A session that falls
-behind is closed, and its client connects again.
+that does not poll, or written to a WebSocket whose client does not read
+(the Engine.IO sessions keep to it); its subscriptions (its L{Subscriber}
+does); and the sessions of its identity (the L{RealTimeNetwork} does).  A
+session that falls behind is closed, and its client connects again.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-import itertools
-import json
-import secrets
 from collections.abc import Callable
 from typing import Any
 
 import attrs
-from autobahn.twisted.resource import WebSocketResource
-from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
-from autobahn.websocket.protocol import PreparedMessage
-from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
-from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
-from twisted.web import resource, server
 from zope.interface import implementer
 
 from exp.protocol import ChannelId, InvalidChannelId, InvalidToken
 from exp.protocol import engineio as eio
 from exp.server._auth import Identity, channel_allowed
-from exp.server._hub import IHub, ISubscriber, Message, utf8_size
-
-#: Engine.IO error codes of engine.io 3, sent as C{{code, message}}.
-UNKNOWN_TRANSPORT, UNKNOWN_SID, BAD_HANDSHAKE_METHOD, BAD_REQUEST, FORBIDDEN = range(5)
-UNSUPPORTED_PROTOCOL = 5
+from exp.server._engineio import EngineIO, EngineIOSession, Params, Refused, param
+from exp.server._hub import IHub, ISubscriber, Message
 
 #: The defaults of L{Limits}: high enough that a real fleet never meets them.
 MAX_SESSION_QUEUE = 4 << 20
@@ -78,17 +69,20 @@ def _owner(identity: Identity) -> tuple[str, str, str]:
     return (identity.type, identity.organization, identity.uuid)
 
 
-def _token(params: dict[str, list[str]]) -> str:
-    return (params.get("token") or [""])[-1]
-
-
 def _digest(token: str) -> bytes:
     """What a session keeps of the token that opened it."""
     return hashlib.sha256(token.encode("utf-8", "replace")).digest()
 
 
-class Network:
-    """The sessions of one server and what they share."""
+class RealTimeNetwork:
+    """
+    The network sessions of one server: its L{EngineIO} sessions, each with
+    its L{Subscriber}, and the rules of who may open and use them.
+
+    @ivar engine: the Engine.IO sessions, served by an
+        L{EngineIOResource<exp.server._engineio.EngineIOResource>} of it.
+    @ivar sessions: the L{Subscriber} of each open session, by sid.
+    """
 
     _log = Logger()
 
@@ -98,36 +92,20 @@ class Network:
                  limits: Limits = Limits()) -> None:
         self.hub = hub
         self.identify = identify
-        self.clock = clock
-        self.ping_interval = ping_interval
-        self.ping_timeout = ping_timeout
-        self.max_message = max_message
         self.limits = limits
-        self.sessions: dict[str, Session] = {}
+        self.engine = EngineIO(self, clock, ping_interval, ping_timeout, max_message,
+                               limits.queue_bytes, limits.queue_messages)
+        self.sessions: dict[str, Subscriber] = {}
         #: The open sessions of each identity, oldest first.
-        self._owned: dict[tuple[str, str, str], dict[Session, None]] = {}
-        #: Session numbers: what log lines name a session by (its sid is a secret).
-        self._numbers = itertools.count(1)
-        self._prepared: tuple[Message, PreparedMessage] | None = None
+        self._owned: dict[tuple[str, str, str], dict[Subscriber, None]] = {}
 
-    def prepared(self, message: Message) -> PreparedMessage:
-        """
-        The WebSocket frame of C{message}, framed once for all the sessions it
-        goes to (the hub hands one message to each subscriber in turn).
-        """
-        cached = self._prepared
-        if cached is None or cached[0] is not message:
-            frame = message.frame().encode("utf-8")
-            cached = self._prepared = (message, PreparedMessage(frame, False, False, False))
-        return cached[1]
-
-    def authenticate(self, params: dict[str, list[str]]) -> Identity:
+    def authenticate(self, params: Params) -> Identity:
         """
         The identity of a handshake's C{token}.
 
         @raise InvalidToken: if it has none or a bad one.
         """
-        token = _token(params)
+        token = param(params, "token")
         if not token:
             raise InvalidToken("the handshake needs a token parameter")
         identity = self.identify(token)
@@ -135,28 +113,42 @@ class Network:
             raise InvalidToken("a restricted token cannot join the network")
         return identity
 
-    def owns(self, session: Session, params: dict[str, list[str]]) -> bool:
+    def owns(self, subscriber: Subscriber, params: Params) -> bool:
         """
-        Whether the C{token} of a request names the identity of C{session}:
-        it is the token that opened the session (which may have expired
-        since), or any valid token of the same identity.
+        Whether the C{token} of a request names the identity of
+        C{subscriber}'s session: it is the token that opened the session
+        (which may have expired since), or any valid token of the same
+        identity.
         """
-        token = _token(params)
-        if token and hmac.compare_digest(_digest(token), session.token_digest):
+        token = param(params, "token")
+        if token and hmac.compare_digest(_digest(token), subscriber.token_digest):
             return True
         try:
             identity = self.authenticate(params)
         except InvalidToken:
             return False
-        return _owner(identity) == _owner(session.identity)
+        return _owner(identity) == _owner(subscriber.identity)
 
-    def open_session(self, identity: Identity, token: str) -> Session:
+    # -- the gate of the Engine.IO sessions ---------------------------------------
+
+    def admit(self, params: Params) -> Identity:
         """
-        A new session of C{identity}, opened with C{token}.  One past the
-        identity's cap closes its oldest session.
+        The identity of a handshake or an upgrade: see
+        L{Gate.admit<exp.server._engineio.Gate.admit>}.
         """
-        key = _owner(identity)
-        cap = 1 if identity.is_pairing else self.limits.sessions_per_identity
+        try:
+            return self.authenticate(params)
+        except InvalidToken as e:
+            raise Refused(401, "auth.invalid", f"invalid token: {e}") from None
+
+    def opened(self, session: EngineIOSession, owner: Identity, params: Params) -> None:
+        """
+        A new session of C{owner}: one past the identity's cap closes its
+        oldest.  See
+        L{Gate.opened<exp.server._engineio.Gate.opened>}.
+        """
+        key = _owner(owner)
+        cap = 1 if owner.is_pairing else self.limits.sessions_per_identity
         while True:
             owned = self._owned.get(key)
             if not owned or len(owned) < cap:
@@ -165,190 +157,96 @@ class Network:
             del owned[oldest]
             self._log.info(
                 "{type} {uuid} opened more than {cap} sessions; closing its oldest, "
-                "session #{number}", type=identity.type, uuid=identity.uuid, cap=cap,
-                number=oldest.number)
+                "session #{number}", type=owner.type, uuid=owner.uuid, cap=cap,
+                number=oldest.session.number)
             oldest.close()
-        session = Session(self, secrets.token_urlsafe(15), identity, next(self._numbers),
-                          token)
-        self.sessions[session.sid] = session
-        self._owned.setdefault(key, {})[session] = None
-        return session
+        subscriber = Subscriber(self, session, owner, param(params, "token"))
+        self.sessions[session.sid] = subscriber
+        self._owned.setdefault(key, {})[subscriber] = None
 
-    def forget(self, session: Session) -> None:
-        """C{session} is closed."""
-        self.sessions.pop(session.sid, None)
-        key = _owner(session.identity)
+    def check(self, session: EngineIOSession, params: Params,
+              owner: Identity | None = None) -> None:
+        """
+        A poll or post carries a token of the session's identity, and so
+        does (as C{owner}) the WebSocket of an upgrade.  See
+        L{Gate.check<exp.server._engineio.Gate.check>}.
+        """
+        subscriber = self.sessions[session.sid]
+        if owner is not None:
+            if _owner(owner) != _owner(subscriber.identity):
+                raise Refused(403, eio.ErrorCode.FORBIDDEN, "the token is not the session's")
+        elif not param(params, "token"):
+            raise Refused(400, eio.ErrorCode.BAD_REQUEST,
+                          "Bad request: the session's token is missing")
+        elif not self.owns(subscriber, params):
+            raise Refused(403, eio.ErrorCode.FORBIDDEN,
+                          "Forbidden: the token is not the session's")
+
+    # -------------------------------------------------------------------------
+
+    def forget(self, subscriber: Subscriber) -> None:
+        """C{subscriber}'s session is closed."""
+        self.sessions.pop(subscriber.session.sid, None)
+        key = _owner(subscriber.identity)
         owned = self._owned.get(key)
         if owned is not None:
-            owned.pop(session, None)
+            owned.pop(subscriber, None)
             if not owned:
                 del self._owned[key]
 
     def close_all(self) -> None:
-        for session in list(self.sessions.values()):
-            session.close()
+        """Close every session."""
+        self.engine.close_all()
 
 
 @implementer(ISubscriber)
-class Session:
-    """One Engine.IO connection: polling, then perhaps upgraded to WebSocket."""
+class Subscriber:
+    """
+    The Socket.IO side of one Engine.IO session: the namespace C{/}, the
+    C{subscribe} event, and the broadcasts of the channels it subscribed.
 
+    @ivar session: the Engine.IO session it speaks on.
+    @ivar identity: whose session it is.
+    @ivar token_digest: the digest of the token that opened the session
+        (see L{RealTimeNetwork.owns}).
+    @ivar channels: the channels it subscribed.
+    """
+
+    __slots__ = ("channels", "deliver", "identity", "network", "session", "token_digest")
     _log = Logger()
 
-    def __init__(self, network: Network, sid: str, identity: Identity, number: int,
-                 token: str) -> None:
+    def __init__(self, network: RealTimeNetwork, session: EngineIOSession,
+                 identity: Identity, token: str) -> None:
         self.network = network
-        self.sid = sid
+        self.session = session
         self.identity = identity
-        #: What log lines call this session: the sid is a secret.
-        self.number = number
-        #: The digest of the token that opened the session (see L{Network.owns}).
         self.token_digest = _digest(token)
-        self.closed = False
-        #: Polls are answered in binary framing (the client did not ask b64).
-        self.binary = False
-        self._queue: list[str] = []
-        self._queued = 0  # bytes
-        self._poll: server.Request | None = None
-        self.websocket: _WebSocket | None = None
-        self._upgrading: _WebSocket | None = None
-        self._probed: _WebSocket | None = None
-        self._timeout: IDelayedCall | None = None
         self.channels: set[str] = set()
-        self._touch()
+        #: What the hub calls with a broadcast of a subscribed channel: the
+        #: session sends it, framed once for all its subscribers.  (The
+        #: session's own method: nothing is added per session to a fan-out.)
+        self.deliver: Callable[[Message], None] = session.send_shared
+        session.on_message = self.receive
+        session.on_close = self._closed
+        # Socket.IO's connect to "/": the client is in the namespace at once.
+        self._send(eio.SocketIOPacket(eio.CONNECT))
 
-    def open_packets(self, upgrades: list[str]) -> list[str]:
-        """The open packet and Socket.IO's connect to C{/}."""
-        return [
-            eio.open_packet(self.sid, int(self.network.ping_interval * 1000),
-                            int(self.network.ping_timeout * 1000), upgrades),
-            eio.Packet(eio.MESSAGE, eio.SocketIOPacket(eio.CONNECT).encode()).encode(),
-        ]
+    def close(self) -> None:
+        """End its session."""
+        self.session.close()
 
-    # -- liveness -------------------------------------------------------------
+    def _closed(self) -> None:
+        """Its session has ended: unsubscribe."""
+        self.network.forget(self)
+        self.network.hub.unsubscribe_all(self)
 
-    def _touch(self) -> None:
-        """The client is alive: it has until an interval and a timeout from now."""
-        if self._timeout is not None and self._timeout.active():
-            self._timeout.reset(self.network.ping_interval + self.network.ping_timeout)
-            return
-        self._timeout = self.network.clock.callLater(
-            self.network.ping_interval + self.network.ping_timeout, self._timed_out
-        )
-
-    def _timed_out(self) -> None:
-        self._log.info("session #{number} sent no ping in time; closing", number=self.number)
-        self.close()
-
-    # -- sending --------------------------------------------------------------
-
-    def send(self, text: str) -> None:
-        """Send one Engine.IO packet over whichever transport is current."""
-        if self.closed:
-            return
-        if self.websocket is not None:
-            self.websocket.send_text(text)
-            return
-        self._enqueue(text, utf8_size(text))
-
-    def deliver(self, message: Message) -> None:
-        if self.closed:
-            return
-        if self.websocket is not None:
-            self.websocket.send_prepared(self.network.prepared(message))
-            return
-        self._enqueue(message.frame(), message.size())
-
-    def _enqueue(self, text: str, size: int) -> None:
-        """Queue a packet for the next poll; past the caps, close the session."""
-        self._queue.append(text)
-        self._queued += size
-        if self._poll is not None:
-            self._flush_poll()
-            return
-        limits = self.network.limits
-        if self._queued > limits.queue_bytes or len(self._queue) > limits.queue_messages:
-            self.fell_behind(self._queued, len(self._queue))
-
-    def fell_behind(self, size: int, count: int) -> None:
-        """Its client has not taken C{count} packets of C{size} bytes: close the session."""
-        limits = self.network.limits
-        self._log.warn(
-            "session #{number} fell behind: {count} packets of {size} bytes not taken "
-            "by its client (caps: {max_count} packets, {max_size} bytes); closing",
-            number=self.number, count=count, size=size, max_count=limits.queue_messages,
-            max_size=limits.queue_bytes)
-        self.close(abort=True)
-
-    def _flush_poll(self) -> None:
-        request, queue = self._poll, self._queue
-        if request is None or not queue:
-            return
-        self._poll, self._queue, self._queued = None, [], 0
-        _answer_payload(request, queue, self.binary)
-
-    def attach_poll(self, request: server.Request) -> None:
-        """A GET of the polling transport: answer now or when there is something."""
-        if self._poll is not None:
-            # A client never has two polls open; answer the older one empty.
-            _answer_payload(self._poll, [eio.Packet(eio.NOOP).encode()], self.binary)
-        self._poll = request
-        request.notifyFinish().addBoth(lambda _: self._forget_poll(request))
-        self._flush_poll()
-        if self._probed is not None and self._probed is self._upgrading:
-            self._end_poll()  # a probed client only polls until it can pause
-
-    def _end_poll(self) -> None:
-        """Answer the pending poll, if any, with a noop."""
-        if self._poll is not None:
-            request, self._poll = self._poll, None
-            _answer_payload(request, [eio.Packet(eio.NOOP).encode()], self.binary)
-
-    def _forget_poll(self, request: server.Request) -> None:
-        if self._poll is request:
-            self._poll = None
+    def _send(self, packet: eio.SocketIOPacket) -> None:
+        self.session.send(eio.Packet(eio.MESSAGE, packet.encode()).encode())
 
     # -- receiving ------------------------------------------------------------
 
-    def receive(self, text: str, websocket: _WebSocket | None = None) -> None:
-        """
-        Handle one Engine.IO packet from the client.
-
-        @raise eio.ProtocolError: if it is not an Engine.IO packet.
-        """
-        self.handle(eio.Packet.decode(text), websocket)
-
-    def handle(self, packet: eio.Packet, websocket: _WebSocket | None = None) -> None:
-        """Handle one decoded Engine.IO packet from the client."""
-        self._touch()
-        if websocket is not None and websocket is self._upgrading:
-            self._receive_probe(packet, websocket)
-        elif packet.type == eio.PING:
-            self.send(eio.Packet(eio.PONG, packet.data).encode())
-        elif packet.type == eio.MESSAGE:
-            self._receive_message(packet.data)
-        elif packet.type == eio.CLOSE:
-            self.close()
-
-    def _receive_probe(self, packet: eio.Packet, websocket: _WebSocket) -> None:
-        if packet.type == eio.PING and packet.data == "probe":
-            websocket.send_text(eio.Packet(eio.PONG, "probe").encode())
-            # As engine.io: end the pending poll, as engine.io-client waits for
-            # it to complete before it sends 5.
-            self._probed = websocket
-            self._end_poll()
-        elif packet.type == eio.UPGRADE:
-            self._upgrading = None
-            self.websocket = websocket
-            queued, self._queue, self._queued = self._queue, [], 0
-            self._end_poll()
-            for text in queued:
-                websocket.send_text(text)
-        else:
-            self._log.debug("ignored {type} during upgrade of session #{number}",
-                            type=packet.type, number=self.number)
-
-    def _receive_message(self, data: str) -> None:
+    def receive(self, data: str) -> None:
+        """Handle the data of an Engine.IO message: a Socket.IO packet."""
         try:
             packet = eio.SocketIOPacket.decode(data)
         except eio.ProtocolError as e:
@@ -369,7 +267,7 @@ class Session:
         name, args = data[0], data[1:]
         if name != "subscribe":
             self._log.debug("ignored event {name!r} from session #{number}",
-                            name=name, number=self.number)
+                            name=name, number=self.session.number)
             return
         if not args or not isinstance(args[0], list):
             self._error("subscribe takes an array of channel ids")
@@ -388,8 +286,9 @@ class Session:
                 accepted.append(channel_id)
         if refused:
             self._log.info("session #{number} asked for more than {cap} channels; "
-                           "{refused} refused", number=self.number, cap=cap, refused=refused)
-        self.send(eio.event("subscribed", accepted))
+                           "{refused} refused", number=self.session.number, cap=cap,
+                           refused=refused)
+        self.session.send(eio.event("subscribed", accepted))
 
     def _may_listen(self, channel_id: object) -> bool:
         try:
@@ -402,295 +301,4 @@ class Session:
 
     def _error(self, message: str, namespace: str = "/") -> None:
         """Tell the client, in a Socket.IO error packet, what it got wrong."""
-        packet = eio.SocketIOPacket(eio.ERROR, message, namespace)
-        self.send(eio.Packet(eio.MESSAGE, packet.encode()).encode())
-
-    # -- WebSocket ------------------------------------------------------------
-
-    def websocket_opened(self, websocket: _WebSocket, new: bool) -> None:
-        if new:
-            self.websocket = websocket
-            for text in self.open_packets([]):
-                websocket.send_text(text)
-        else:
-            if self._upgrading is not None:
-                self._upgrading.dropConnection(abort=True)
-            self._upgrading = websocket
-
-    def websocket_closed(self, websocket: _WebSocket) -> None:
-        if websocket is self._upgrading:
-            self._upgrading = None
-        elif websocket is self.websocket:
-            self.websocket = None
-            self.close()
-
-    # -- closing --------------------------------------------------------------
-
-    def close(self, abort: bool = False) -> None:
-        """
-        End the session: unsubscribe, stop timers, close its transports
-        (C{abort}: drop their connections, and what they still had to write).
-        """
-        if self.closed:
-            return
-        self.closed = True
-        self.network.forget(self)
-        self.network.hub.unsubscribe_all(self)
-        self._queue, self._queued = [], 0
-        if self._timeout is not None and self._timeout.active():
-            self._timeout.cancel()
-        if self._poll is not None:
-            request, self._poll = self._poll, None
-            _answer_payload(request, [eio.Packet(eio.CLOSE).encode()], self.binary)
-        for websocket in (self.websocket, self._upgrading):
-            if websocket is None:
-                continue
-            if abort:
-                websocket.dropConnection(abort=True)
-            else:
-                websocket.sendClose()
-        self.websocket = self._upgrading = None
-
-
-def _answer_payload(request: server.Request, packets: list[str], binary: bool) -> None:
-    if request.finished or request._disconnected:
-        return
-    if binary:
-        body = eio.encode_binary_payload(packets)
-        request.setHeader(b"content-type", b"application/octet-stream")
-    else:
-        body = "".join(f"{eio.utf16_length(p)}:{p}" for p in packets).encode("utf-8")
-        request.setHeader(b"content-type", b"text/plain; charset=UTF-8")
-    request.setHeader(b"content-length", str(len(body)).encode("ascii"))
-    request.write(body)
-    request.finish()
-
-
-def _engineio_error(request: server.Request, status: int, code: int, message: str) -> bytes:
-    request.setResponseCode(status)
-    request.setHeader(b"content-type", b"application/json")
-    return json.dumps({"code": code, "message": message}).encode("utf-8")
-
-
-@implementer(IPushProducer)
-class _Drain:
-    """
-    Registered on a WebSocket's transport, which pauses it when what is
-    written backs up (its buffer is full) and resumes it once all of it is
-    sent: the WebSocket counts what it writes in between.
-    """
-
-    __slots__ = ("websocket",)
-
-    def __init__(self, websocket: _WebSocket) -> None:
-        self.websocket = websocket
-
-    def pauseProducing(self) -> None:
-        self.websocket.backed_up = True
-
-    def resumeProducing(self) -> None:
-        websocket = self.websocket
-        websocket.backed_up = False
-        websocket.backlog_bytes = websocket.backlog_messages = 0
-
-    def stopProducing(self) -> None:
-        pass
-
-
-class _WebSocket(WebSocketServerProtocol):
-    """The WebSocket transport of one session."""
-
-    _log = Logger()
-    factory: _WebSocketFactory
-    session: Session | None = None
-    #: Whether the transport has more to send than its buffer holds, and
-    #: what was written since then.
-    backed_up = False
-    backlog_bytes = 0
-    backlog_messages = 0
-
-    @property
-    def network(self) -> Network:
-        return self.factory.network
-
-    def connectionMade(self) -> None:
-        super().connectionMade()
-        # In place of the HTTP channel, whose request this connection was
-        # (every Twisted stream transport and protocol wrapper takes one).
-        self.unregisterProducer()
-        self.registerProducer(_Drain(self), True)
-
-    def _backlog(self, size: int) -> bool:
-        """
-        Count a message written while the transport is backed up: whether
-        it is within the session's caps.  Past them, the session is closed.
-        """
-        self.backlog_bytes += size
-        self.backlog_messages += 1
-        limits = self.network.limits
-        if (self.backlog_bytes <= limits.queue_bytes
-                and self.backlog_messages <= limits.queue_messages):
-            return True
-        if self.session is not None and not self.session.closed:
-            self.session.fell_behind(self.backlog_bytes, self.backlog_messages)
-        if self.state != self.STATE_CLOSED:
-            self.dropConnection(abort=True)
-        return False
-
-    def send_text(self, text: str) -> None:
-        """Send one Engine.IO packet."""
-        data = text.encode("utf-8")
-        if self.backed_up and not self._backlog(len(data)):
-            return
-        self.sendMessage(data)
-
-    def send_prepared(self, prepared: PreparedMessage) -> None:
-        """C{sendMessage} of a message framed once for many connections."""
-        if self.backed_up and not self._backlog(len(prepared.payload)):
-            return
-        if (self.state != self.STATE_OPEN
-                or 0 < getattr(self, "maxMessagePayloadSize", 0) < len(prepared.payload)):
-            self.sendMessage(prepared.payload)  # which refuses it
-            return
-        self.sendPreparedMessage(prepared)
-
-    def onConnect(self, request: ConnectionRequest) -> None:
-        params = request.params
-        if (params.get("EIO") or [""])[-1] != "3":
-            raise ConnectionDeny(400, "only Engine.IO protocol 3 (EIO=3) is served")
-        try:
-            identity = self.network.authenticate(params)
-        except InvalidToken as e:
-            raise ConnectionDeny(401, f"invalid token: {e}") from None
-        sid = (params.get("sid") or [""])[-1]
-        if sid:
-            session = self.network.sessions.get(sid)
-            if session is None or session.closed:
-                raise ConnectionDeny(400, "Session ID unknown")
-            if _owner(session.identity) != _owner(identity):
-                raise ConnectionDeny(403, "the token is not the session's")
-            self._new = False
-        else:
-            session = self.network.open_session(identity, _token(params))
-            self._new = True
-        self.session = session
-
-    def onOpen(self) -> None:
-        assert self.session is not None
-        self.session.websocket_opened(self, self._new)
-
-    def onMessage(self, payload: bytes, isBinary: bool) -> None:
-        session = self.session
-        if session is None or session.closed:
-            return
-        try:
-            if isBinary:
-                raise eio.ProtocolError("binary frames are not served")
-            session.receive(payload.decode("utf-8"), self)
-        except (eio.ProtocolError, UnicodeDecodeError) as e:
-            self._log.info("closing session #{number}: {error}", number=session.number,
-                           error=e)
-            session.close()
-            self.dropConnection(abort=False)
-
-    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
-        if self.session is not None:
-            self.session.websocket_closed(self)
-
-
-class _WebSocketFactory(WebSocketServerFactory):
-    protocol = _WebSocket  # type: ignore[assignment]
-
-    def __init__(self, network: Network) -> None:
-        super().__init__()
-        self.network = network
-
-
-class EngineIOResource(resource.Resource):
-    """C{/socket.io/}: the polling transport, and the door to WebSocket."""
-
-    isLeaf = True
-    _log = Logger()
-
-    def __init__(self, network: Network) -> None:
-        super().__init__()
-        self.network = network
-        factory = _WebSocketFactory(network)
-        factory.setProtocolOptions(
-            maxMessagePayloadSize=network.max_message,
-            maxFramePayloadSize=network.max_message,
-            openHandshakeTimeout=10,
-            closeHandshakeTimeout=5,
-        )
-        self._websocket = WebSocketResource(factory)
-
-    def render(self, request: server.Request) -> bytes | int:
-        params = {k.decode("utf-8", "replace"): [v.decode("utf-8", "replace") for v in vs]
-                  for k, vs in (request.args or {}).items()}
-        if (params.get("EIO") or [""])[-1] != "3":
-            return _engineio_error(request, 400, UNSUPPORTED_PROTOCOL,
-                                   "Unsupported protocol version: this server speaks EIO=3")
-        transport = (params.get("transport") or [""])[-1]
-        if transport == "websocket":
-            if request.method == b"OPTIONS":
-                return b""
-            return self._websocket.render(request)
-        if transport != "polling":
-            return _engineio_error(request, 400, UNKNOWN_TRANSPORT, "Transport unknown")
-        if request.method == b"OPTIONS":
-            return b""
-        sid = (params.get("sid") or [""])[-1]
-        if not sid:
-            return self._handshake(request, params)
-        session = self.network.sessions.get(sid)
-        if session is None:
-            return _engineio_error(request, 400, UNKNOWN_SID, "Session ID unknown")
-        if not _token(params):
-            return _engineio_error(request, 400, BAD_REQUEST,
-                                   "Bad request: the session's token is missing")
-        if not self.network.owns(session, params):
-            return _engineio_error(request, 403, FORBIDDEN,
-                                   "Forbidden: the token is not the session's")
-        if session.websocket is not None:
-            # As engine.io: a session on WebSocket no longer polls.
-            return _engineio_error(request, 400, BAD_REQUEST, "Bad request")
-        if request.method == b"GET":
-            session.attach_poll(request)
-            return server.NOT_DONE_YET
-        if request.method == b"POST":
-            return self._post(request, session)
-        return _engineio_error(request, 400, BAD_REQUEST, "Bad request")
-
-    def _handshake(self, request: server.Request, params: dict[str, list[str]]) -> bytes | int:
-        if request.method != b"GET":
-            return _engineio_error(request, 400, BAD_HANDSHAKE_METHOD, "Bad handshake method")
-        try:
-            identity = self.network.authenticate(params)
-        except InvalidToken as e:
-            request.setResponseCode(401)
-            request.setHeader(b"content-type", b"application/json")
-            return json.dumps({"code": "auth.invalid", "message": f"invalid token: {e}"}
-                              ).encode("utf-8")
-        session = self.network.open_session(identity, _token(params))
-        # As engine.io 1.x, which socket.io-client 1.x in browsers needs: an
-        # XHR2 client that does not ask b64 at the handshake gets binary polls.
-        session.binary = not (params.get("b64") or [""])[-1]
-        _answer_payload(request, session.open_packets(["websocket"]), session.binary)
-        return server.NOT_DONE_YET
-
-    def _post(self, request: server.Request, session: Session) -> bytes:
-        if getattr(request, "body_too_large", False):
-            session.close()
-            return _engineio_error(request, 413, BAD_REQUEST, "payload too large")
-        raw = request.content.read() if request.content is not None else b""
-        try:
-            packets = eio.decode_payload(raw.decode("utf-8"))
-        except (eio.ProtocolError, UnicodeDecodeError) as e:
-            self._log.info("closing session #{number}: {error}", number=session.number,
-                           error=e)
-            session.close()
-            return _engineio_error(request, 400, BAD_REQUEST, f"Bad request: {e}")
-        for packet in packets:
-            session.handle(packet)
-        request.setHeader(b"content-type", b"text/html")
-        return b"ok"
+        self._send(eio.SocketIOPacket(eio.ERROR, message, namespace))

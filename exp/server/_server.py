@@ -20,9 +20,10 @@ from exp.server._auth import PasswordHasher, TokenIssuer
 from exp.server._config import ServerConfig
 from exp.server._content import ContentFolders
 from exp.server._cors import CORS
+from exp.server._engineio import EngineIOResource
 from exp.server._hub import IHub, LocalHub
 from exp.server._limits import LoginBudgets
-from exp.server._network import EngineIOResource, Limits, Network
+from exp.server._network import Limits, RealTimeNetwork
 from exp.server._pairing import Pairings
 from exp.server._policy import Policy
 from exp.server._revocation import Key, Revocations, key_of
@@ -118,7 +119,7 @@ class ExpServer:
         self.policy = Policy(self.revocations)
         self.router = Router()
         self.router.include(API, self)
-        self.network = Network(
+        self.network = RealTimeNetwork(
             self.hub, self.policy.identify_token, reactor,
             ping_interval=config.ping_interval, ping_timeout=config.ping_timeout,
             max_message=config.max_body,
@@ -162,7 +163,8 @@ class ExpServer:
         origins = self.config.cors_origins
         methods = {method for method, _ in self.router.routes()}
         root.putChild(b"api", CORS(self.router, origins, methods))
-        root.putChild(b"socket.io", CORS(EngineIOResource(self.network), origins, ["GET", "POST"]))
+        network = EngineIOResource(self.network.engine)
+        root.putChild(b"socket.io", CORS(network, origins, ["GET", "POST"]))
         return root
 
     def site(self) -> server.Site:
