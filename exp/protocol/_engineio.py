@@ -20,39 +20,61 @@ from exp.protocol._json import strict_json
 class PacketType(IntEnum):
     """The type of an Engine.IO packet: its first character."""
 
+    #: From the server, first: the session's sid, upgrades and ping timing.
     OPEN = 0
+    #: The end of the session, from either side.
     CLOSE = 1
+    #: A liveness check (the client sends it in protocol 3); C{2probe} on an upgrade.
     PING = 2
+    #: The answer to a ping, with its data.
     PONG = 3
+    #: A message: a Socket.IO packet.
     MESSAGE = 4
+    #: From the client: switch to the WebSocket that was probed.
     UPGRADE = 5
+    #: Nothing: ends a pending poll.
     NOOP = 6
 
 
 class SocketIOPacketType(IntEnum):
     """The type of a Socket.IO packet: its first character."""
 
+    #: Joined a namespace.
     CONNECT = 0
+    #: Left a namespace.
     DISCONNECT = 1
+    #: A named event with arguments: C{["name", ...]}.
     EVENT = 2
+    #: The answer to an event that asked for one.
     ACK = 3
+    #: Something the other side got wrong, as a JSON string.
     ERROR = 4
+    #: An event with binary attachments (not served).
     BINARY_EVENT = 5
+    #: An answer with binary attachments (not served).
     BINARY_ACK = 6
 
 
 class ErrorCode(IntEnum):
     """The codes of engine.io 3's errors, answered as C{{code, message}}."""
 
+    #: A transport other than polling and websocket.
     UNKNOWN_TRANSPORT = 0
+    #: A sid the server does not know (or no longer).
     UNKNOWN_SID = 1
+    #: A handshake that is not a GET.
     BAD_HANDSHAKE_METHOD = 2
+    #: Anything else malformed.
     BAD_REQUEST = 3
+    #: Refused: not the session's identity, or no valid token.
     FORBIDDEN = 4
+    #: An C{EIO} other than 3.
     UNSUPPORTED_PROTOCOL = 5
 
 
+#: The Engine.IO packet types by name, as the codec's users spell them.
 OPEN, CLOSE, PING, PONG, MESSAGE, UPGRADE, NOOP = PacketType
+#: The Socket.IO packet types by name.
 CONNECT, DISCONNECT, EVENT, ACK, ERROR, BINARY_EVENT, BINARY_ACK = SocketIOPacketType
 
 _PACKET_TYPES = dict(zip("0123456", PacketType, strict=True))
@@ -67,7 +89,9 @@ class ProtocolError(ValueError):
 class Packet:
     """An Engine.IO packet: a type digit and text data."""
 
+    #: What the packet is.
     type: PacketType
+    #: What follows the type digit.
     data: str = ""
 
     def encode(self) -> str:
@@ -76,7 +100,11 @@ class Packet:
 
     @classmethod
     def decode(cls, text: str) -> Packet:
-        """@raise ProtocolError: if C{text} is not a text Engine.IO packet."""
+        """
+        The packet C{text} encodes.
+
+        @raise ProtocolError: if C{text} is not a text Engine.IO packet.
+        """
         kind = _PACKET_TYPES.get(text[:1])
         if kind is None:
             raise ProtocolError(f"not an Engine.IO packet: {text[:20]!r}")
@@ -158,9 +186,13 @@ def decode_payload(text: str) -> list[Packet]:
 class SocketIOPacket:
     """A Socket.IO packet carried by an Engine.IO message."""
 
+    #: What the packet is.
     type: SocketIOPacketType
+    #: Its JSON data, decoded (C{None}: none).
     data: Any = None
+    #: The namespace it is for.
     namespace: str = "/"
+    #: The id of an event that asks for an answer, or of the answer.
     id: int | None = None
 
     def encode(self) -> str:
@@ -176,7 +208,11 @@ class SocketIOPacket:
 
     @classmethod
     def decode(cls, text: str) -> SocketIOPacket:
-        """@raise ProtocolError: if C{text} is not a text Socket.IO packet."""
+        """
+        The packet C{text} encodes.
+
+        @raise ProtocolError: if C{text} is not a text Socket.IO packet.
+        """
         kind = _SOCKETIO_PACKET_TYPES.get(text[:1])
         if kind is None:
             raise ProtocolError(f"not a Socket.IO packet: {text[:20]!r}")

@@ -179,11 +179,13 @@ class EngineIOSession:
     _log = Logger()
 
     def __init__(self, engine: EngineIO, sid: str, number: int) -> None:
+        #: What the session belongs to: options, caps and the other sessions.
         self.engine = engine
         self.sid = sid
         self.number = number
         self.on_message: Callable[[str], None] = _nothing
         self.on_close: Callable[[], None] = _nothing
+        #: Whether the session has ended (nothing more is sent or received).
         self.closed = False
         self.binary = False
         self._queue: list[str] = []
@@ -544,11 +546,13 @@ class _WebSocketFactory(WebSocketServerFactory):
 class EngineIOResource(resource.Resource):
     """C{/socket.io/}: the polling transport, and the door to WebSocket."""
 
+    #: It answers every path below it itself.
     isLeaf = True
     _log = Logger()
 
     def __init__(self, engine: EngineIO) -> None:
         super().__init__()
+        #: The sessions this resource serves.
         self.engine = engine
         factory = _WebSocketFactory(engine)
         factory.setProtocolOptions(

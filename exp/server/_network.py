@@ -35,10 +35,14 @@ from exp.server._auth import Identity, channel_allowed
 from exp.server._engineio import EngineIO, EngineIOSession, Params, Refused, param
 from exp.server._hub import IHub, ISubscriber, Message
 
-#: The defaults of L{Limits}: high enough that a real fleet never meets them.
+#: The defaults of L{Limits}, high enough that a real fleet never meets them:
+#: bytes queued for a session,
 MAX_SESSION_QUEUE = 4 << 20
+#: messages queued for a session,
 MAX_SESSION_MESSAGES = 1000
+#: channels one session may subscribe,
 MAX_SUBSCRIPTIONS = 1000
+#: sessions one identity may hold at once in a process.
 MAX_SESSIONS_PER_IDENTITY = 20
 
 
@@ -90,8 +94,11 @@ class RealTimeNetwork:
                  clock: IReactorTime, ping_interval: float = 25.0,
                  ping_timeout: float = 20.0, max_message: int = 1 << 20,
                  limits: Limits = Limits()) -> None:
+        #: Where sessions subscribe and broadcasts come from.
         self.hub = hub
+        #: The identity of a token (raises L{InvalidToken} for a bad one).
         self.identify = identify
+        #: The budgets of every session.
         self.limits = limits
         self.engine = EngineIO(self, clock, ping_interval, ping_timeout, max_message,
                                limits.queue_bytes, limits.queue_messages)
@@ -217,6 +224,7 @@ class Subscriber:
 
     def __init__(self, network: RealTimeNetwork, session: EngineIOSession,
                  identity: Identity, token: str) -> None:
+        #: The network that admitted the session.
         self.network = network
         self.session = session
         self.identity = identity
