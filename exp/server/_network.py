@@ -48,6 +48,8 @@ class Network:
         self.ping_timeout = ping_timeout
         self.max_message = max_message
         self.sessions: dict[str, Session] = {}
+        #: Told of every session that opens and closes (which devices are online).
+        self.presence: Any = None
         self._prepared: tuple[Message, PreparedMessage] | None = None
 
     def prepared(self, message: Message) -> PreparedMessage:
@@ -78,6 +80,8 @@ class Network:
     def open_session(self, identity: Identity) -> Session:
         session = Session(self, secrets.token_urlsafe(15), identity)
         self.sessions[session.sid] = session
+        if self.presence is not None:
+            self.presence.opened(identity)
         return session
 
     def close_all(self) -> None:
@@ -288,6 +292,8 @@ class Session:
             return
         self.closed = True
         self.network.sessions.pop(self.sid, None)
+        if self.network.presence is not None:
+            self.network.presence.closed(self.identity)
         self.network.hub.unsubscribe_all(self)
         if self._timeout is not None and self._timeout.active():
             self._timeout.cancel()

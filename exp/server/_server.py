@@ -48,6 +48,7 @@ from exp.server._auth import (
 from exp.server._hub import IHub, LocalHub
 from exp.server._limits import Lockouts, TokenBuckets, too_many
 from exp.server._network import EngineIOResource, Network
+from exp.server._presence import LEASE, STATUS, Presence
 from exp.server._query import UNSET, InvalidQuery, Query
 from exp.server._revocation import Key, Revocations, key_of
 from exp.server._seed import (
@@ -133,6 +134,8 @@ class ServerConfig:
     feed_allow: Sequence[str] = ()
     feed_timeout: float = _feeds.FETCH_TIMEOUT
     feed_max_bytes: int = _feeds.MAX_FEED_BYTES
+    #: Seconds a process's word that its devices are online holds unrenewed.
+    presence_lease: float = LEASE
 
 
 def _unauthorized(message: str, code: str = "auth.invalid") -> HttpError:
@@ -232,6 +235,9 @@ class ExpServer:
             ping_interval=self.config.ping_interval, ping_timeout=self.config.ping_timeout,
             max_message=self.config.max_body,
         )
+        self.presence = Presence(storage, self._notify_status, reactor,
+                                 self.config.presence_lease)
+        self.network.presence = self.presence
 
     async def start(self) -> None:
         """Open the storage, load the signing key and apply the seed."""
@@ -242,6 +248,7 @@ class ExpServer:
         await apply_seed(self.storage, self._seed, self.passwords.hash)
         await self.hub.open(await self.storage.setting("deployment", lambda: uuidlib.uuid4().hex))
         await self.revocations.start()
+        await self.presence.start()
         self._purge.start(PAIRINGS_PURGE_INTERVAL, now=False)
 
     async def stop(self) -> None:
@@ -249,6 +256,7 @@ class ExpServer:
         self.revocations.stop()
         if self._purge.running:
             self._purge.stop()
+        await self.presence.stop()
         self.network.close_all()
         await self.hub.close()
         await self.feeds.close()
@@ -364,6 +372,9 @@ class ExpServer:
         channel = ChannelId(organization, name, system=True).encode()
         self.hub.notify(channel, event, document)
 
+    def _notify_status(self, organization: str, device: str, status: dict[str, Any]) -> None:
+        self.notify(organization, device, STATUS, status)
+
     # -- routes -------------------------------------------------------------
 
     def _add_routes(self) -> None:
@@ -371,6 +382,7 @@ class ExpServer:
         add("POST", "/api/auth/login", self.login)
         add("POST", "/api/auth/token", self.refresh)
         add("POST", "/api/devices/pair", self.pair)
+        add("GET", "/api/devices/{uuid}/status", self.device_status)
         add("GET", "/api/locations/{uuid}/layout", self.get_layout)
         add("PUT", "/api/locations/{uuid}/layout", self.put_layout)
         add("GET", "/api/connectors/feeds/{uuid}/data", self.feed_data)
@@ -588,6 +600,14 @@ class ExpServer:
         self.notify(NO_ORGANIZATION, pairing["identity"], "paired",
                     {"uuid": device["uuid"], "secret": device["secret"]})
         return device
+
+    async def device_status(self, req: ApiRequest) -> Any:
+        """Whether a device has a network session on any process of the server."""
+        identity = self._reader(req)
+        uuid = req.match["uuid"]
+        if await self.storage.get(identity.organization, "devices", uuid) is None:
+            raise _not_found(f"device {uuid}")
+        return {"uuid": uuid, "online": await self.presence.online(identity.organization, uuid)}
 
     # -- common resources ---------------------------------------------------
 

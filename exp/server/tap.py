@@ -32,6 +32,7 @@ from exp._usage import Options as PlainOptions
 from exp._usage import plain_text
 from exp.server._auth import PASSWORD_COST
 from exp.server._feeds import FETCH_TIMEOUT, MAX_FEED_BYTES
+from exp.server._presence import LEASE
 from exp.server._seed import SeedError, demo_seed_path, load_seed
 from exp.server._server import ExpServer, ServerConfig, make_hub, make_storage
 
@@ -110,6 +111,10 @@ class Options(PlainOptions):
         ["max-connections-per-peer", None, 1000,
          "Connections one peer address may hold open at once (0: no limit).",
          _between(0, 10**6, "max-connections-per-peer")],
+        ["presence-lease", None, LEASE,
+         "Seconds a process's word that its devices are online holds unrenewed (it renews "
+         "at a third of that; a killed process's devices go offline after it).",
+         _positive(float, "presence-lease")],
         ["feed-timeout", None, FETCH_TIMEOUT,
          "Seconds for a whole feed fetch, body included.", _positive(float, "feed-timeout")],
         ["feed-max-bytes", None, MAX_FEED_BYTES,
@@ -209,6 +214,7 @@ def makeService(options: Options) -> service.IService:
         feed_allow=options["feed-allow"],
         feed_timeout=options["feed-timeout"],
         feed_max_bytes=options["feed-max-bytes"],
+        presence_lease=options["presence-lease"],
     )
     server = ExpServer(make_storage(options["db"], reactor), options["organizations"],
                        config, reactor=reactor, hub=make_hub(options["redis"], reactor))
