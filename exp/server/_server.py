@@ -45,6 +45,7 @@ from exp.server._auth import (
     pairing_code,
     same_secret,
 )
+from exp.server._console import ConsoleFiles, to_console
 from exp.server._hub import IHub, LocalHub
 from exp.server._limits import Lockouts, TokenBuckets, too_many
 from exp.server._network import EngineIOResource, Network
@@ -268,6 +269,7 @@ class ExpServer:
         root = _Root()
         root.putChild(b"api", self.router)
         root.putChild(b"socket.io", EngineIOResource(self.network))
+        root.putChild(b"console", ConsoleFiles())
         return root
 
     def site(self) -> server.Site:
@@ -874,6 +876,8 @@ def openapi_document() -> dict[str, Any]:
 
 class _Root(resource.Resource):
     def getChild(self, path: bytes, request: server.Request) -> resource.Resource:
+        if path == b"" and request.postpath in ([], [b""]):
+            return to_console()
         return NotFound()
 
 
