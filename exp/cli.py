@@ -351,7 +351,7 @@ def credentials(args: argparse.Namespace, environ: dict[str, str],
 
     @raise UsageError: if they are incomplete or contradictory.
     """
-    host = args.host or environ.get("EXP_HOST")
+    host = args.host or environ.get("EXP_HOST") or None
     given = {}
     for name in _CREDENTIALS:
         value = getattr(args, name) or environ.get("EXP_" + name.upper())
