@@ -327,3 +327,16 @@ def test_server_is_twistd_exp_server(tmp_path: Path) -> None:
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_the_readme_exp_lines_parse() -> None:
+    """Every exp command of the README is one the command line takes."""
+    from exp.cli import parser
+
+    from .test_readme import shell_lines
+
+    commands = [args for args in shell_lines() if args[0] == "exp"]
+    assert set(COMMANDS) <= {args[1] for args in commands}
+    for args in commands:
+        if args[1] != "server":
+            parser().parse_args(args[1:])

@@ -575,6 +575,7 @@ function dataScreen() {
       attempt(async () => {
         const parsed = parseJson(text.value, "The value");
         await api("PUT", `/api/data/${segment(item.group)}/${segment(item.key)}`, { body: parsed });
+        text.value = pretty(parsed);
         status.textContent = `Saved at ${time(new Date())}.`;
         item.value = parsed;
       });
