@@ -62,6 +62,33 @@ def unframe(payload: str) -> list[str]:
     return packets
 
 
+def unframe_binary(payload: bytes) -> list[str]:
+    """
+    The packets of a binary polling payload: each a 0 byte (text), its UTF-8
+    length in decimal digits of one byte each, 255, and its UTF-8 bytes.
+    """
+    packets, i = [], 0
+    while i < len(payload):
+        assert payload[i] == 0, f"not a text packet: {payload[i:]!r}"
+        end = payload.index(255, i)
+        digits = payload[i + 1:end]
+        assert digits and all(d < 10 for d in digits), payload
+        length = int("".join(str(d) for d in digits))
+        packets.append(payload[end + 1:end + 1 + length].decode("utf-8"))
+        i = end + 1 + length
+    assert i == len(payload), f"a length runs past the end: {payload!r}"
+    return packets
+
+
+def unframe_answer(answer: Answer) -> list[str]:
+    """The packets of a poll's answer, in the framing its content type names."""
+    content_type = answer.headers.getRawHeaders(b"content-type", [b""])[0]
+    if content_type == b"application/octet-stream":
+        return unframe_binary(answer.body)
+    assert content_type.startswith(b"text/plain"), answer
+    return unframe(answer.body.decode("utf-8"))
+
+
 def event(name: str, *args: Any) -> str:
     """The Engine.IO message of the Socket.IO event C{name}."""
     return "42" + json.dumps([name, *args], ensure_ascii=False)
@@ -84,11 +111,16 @@ def parse_open(packet: str) -> dict[str, Any]:
 
 
 class Polling:
-    """A long-polling Engine.IO session."""
+    """
+    A long-polling Engine.IO session.  With C{b64} (the default) it asks for
+    text payloads at the handshake, as socket.io-client does in node; without,
+    it gets binary ones, as XHR2 browsers do.
+    """
 
-    def __init__(self, http: Http, token: str | None) -> None:
+    def __init__(self, http: Http, token: str | None, b64: bool = True) -> None:
         self.http = http
         self.token = token
+        self.b64 = b64
         self.sid: str | None = None
         self.handshake: dict[str, Any] = {}
         self._buffer: list[str] = []
@@ -99,6 +131,8 @@ class Polling:
             params["token"] = self.token
         if self.sid is not None:
             params["sid"] = self.sid
+        elif self.b64:
+            params["b64"] = "1"
         params.update(extra)
         return params
 
@@ -114,7 +148,7 @@ class Polling:
         """The handshake: the packets of its answer (open packet, C{40})."""
         answer = await self.request("GET")
         assert answer.code == 200, answer
-        packets = unframe(answer.body.decode("utf-8"))
+        packets = unframe_answer(answer)
         self.handshake = parse_open(packets[0])
         self.sid = self.handshake["sid"]
         return packets
@@ -123,7 +157,7 @@ class Polling:
         """One GET poll: the packets it brought."""
         answer = await self.request("GET")
         assert answer.code == 200, answer
-        return unframe(answer.body.decode("utf-8"))
+        return unframe_answer(answer)
 
     async def send(self, *packets: str) -> None:
         """POST C{packets} in one payload."""

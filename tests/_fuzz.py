@@ -524,6 +524,8 @@ def eio_query(token: str, transport: str, sid: str | None = None) -> bytes:
     query = f"/socket.io/?EIO=3&transport={transport}&token={token}"
     if sid is not None:
         query += f"&sid={sid}"
+    elif transport == "polling":
+        query += "&b64=1"  # text payloads
     return query.encode("ascii")
 
 

@@ -40,6 +40,7 @@ from ._eio import (
     parse_open,
     subscribe,
     unframe,
+    unframe_binary,
     utf16_length,
 )
 from .conftest import Answer, Http
@@ -248,6 +249,45 @@ async def test_polling_payload_lengths_count_utf16_units(
     assert len(packets) == 2 and packets[1] == "3"
     assert int(first) == utf16_length(packets[0]) != len(packets[0])
     assert parse_event(packets[0])[1][0]["payload"] == text
+
+
+def content_type(answer: Answer) -> bytes:
+    return bytes(answer.headers.getRawHeaders(b"content-type", [b""])[0])
+
+
+@pytest_twisted.ensureDeferred
+async def test_polling_without_b64_is_binary(http: Http, token: str) -> None:
+    """A client that does not ask b64 at the handshake (an XHR2 browser) gets binary polls."""
+    client = Polling(http, token, b64=False)
+    answer = await client.request("GET")
+    assert (answer.code, content_type(answer)) == (200, b"application/octet-stream"), answer
+    packets = unframe_binary(answer.body)
+    client.sid = parse_open(packets[0])["sid"]
+    assert packets[1:] == ["40"]
+    assert await subscribe(client, [LOBBY]) == [LOBBY]
+    text = "cat 🐈 and é"
+    assert (await broadcast(http, token, LOBBY, "music", text)).code == 200
+    answer = await client.request("GET")
+    assert content_type(answer) == b"application/octet-stream", answer
+    assert parse_event(unframe_binary(answer.body)[0])[1][0]["payload"] == text
+    ping = await client.request("POST", frame(["2"]))
+    assert (ping.code, ping.body) == (200, b"ok"), ping
+    assert await client.next() == "3"
+
+
+@pytest_twisted.ensureDeferred
+async def test_polling_with_b64_stays_text(net: Clients, token: str) -> None:
+    """b64=1 at the handshake (socket.io-client in node) keeps later polls, without it, text."""
+    client = net.polling(token)
+    assert client.b64
+    answer = await client.request("GET")
+    assert content_type(answer) == b"text/plain; charset=UTF-8", answer
+    client.sid = parse_open(unframe(answer.body.decode("utf-8"))[0])["sid"]
+    await client.send("2")
+    answer = await client.request("GET")
+    assert "b64" not in client.params(), client.params()
+    assert content_type(answer) == b"text/plain; charset=UTF-8", answer
+    assert unframe(answer.body.decode("utf-8")) == ["3"]
 
 
 @pytest_twisted.ensureDeferred

@@ -143,8 +143,6 @@ def test_local_twistd_lines_serve(tmp_path: Path, engines: Engines) -> None:
 def test_text_synopses_name_real_options() -> None:
     """The synopsis of twistd exp-server names only options the server has."""
     synopsis = next(code for code in blocks("text") if "twistd -n exp-server" in code)
-    known = {f"--{name}" for name, *_ in ServerOptions.optParameters + ServerOptions.optFlags}
-    known |= {"--" + name[4:].replace("_", "-") for name in dir(ServerOptions)
-              if name.startswith("opt_")}
+    known = {f"--{name}" for name in ServerOptions().synonyms}
     named = set(re.findall(r"--[a-z-]+", synopsis))
     assert named and named <= known, named - known

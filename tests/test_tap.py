@@ -48,7 +48,8 @@ def test_exp_server_help_lists_options(tmp_path: Path) -> None:
     result = run([*TWISTD, "exp-server", "--help"], tmp_path)
     assert result.returncode == 0, result.stderr
     for option in ("--listen", "--db", "--seed", "--content", "--public-url",
-                   "--token-lifetime", "--max-body", "--max-broadcast-timeout"):
+                   "--token-lifetime", "--max-body", "--max-broadcast-timeout",
+                   "--cors-origin"):
         assert option in result.stdout, option
 
 

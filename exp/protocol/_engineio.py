@@ -68,6 +68,20 @@ def encode_payload(packets: Iterable[Packet]) -> str:
     return "".join(parts) or "0:"
 
 
+def encode_binary_payload(packets: Iterable[str]) -> bytes:
+    """
+    A polling payload in engine.io's binary framing, for clients that can
+    read binary and did not ask for text (C{b64}): each text packet as a
+    0 byte, its UTF-8 length in decimal digits of one byte each, 255, and
+    its UTF-8 bytes.
+    """
+    out = bytearray()
+    for packet in packets:
+        data = packet.encode("utf-8")
+        out += b"\x00" + bytes(int(digit) for digit in str(len(data))) + b"\xff" + data
+    return bytes(out)
+
+
 def decode_payload(text: str) -> list[Packet]:
     """
     The packets of a polling payload.

@@ -100,6 +100,8 @@ class Session:
         self.sid = sid
         self.identity = identity
         self.closed = False
+        #: Polls are answered in binary framing (the client did not ask b64).
+        self.binary = False
         self._queue: list[str] = []
         self._poll: server.Request | None = None
         self.websocket: _WebSocket | None = None
@@ -155,13 +157,13 @@ class Session:
         if request is None or not queue:
             return
         self._poll, self._queue = None, []
-        _answer_payload(request, queue)
+        _answer_payload(request, queue, self.binary)
 
     def attach_poll(self, request: server.Request) -> None:
         """A GET of the polling transport: answer now or when there is something."""
         if self._poll is not None:
             # A client never has two polls open; answer the older one empty.
-            _answer_payload(self._poll, [eio.Packet(eio.NOOP).encode()])
+            _answer_payload(self._poll, [eio.Packet(eio.NOOP).encode()], self.binary)
         self._poll = request
         request.notifyFinish().addBoth(lambda _: self._forget_poll(request))
         self._flush_poll()
@@ -172,7 +174,7 @@ class Session:
         """Answer the pending poll, if any, with a noop."""
         if self._poll is not None:
             request, self._poll = self._poll, None
-            _answer_payload(request, [eio.Packet(eio.NOOP).encode()])
+            _answer_payload(request, [eio.Packet(eio.NOOP).encode()], self.binary)
 
     def _forget_poll(self, request: server.Request) -> None:
         if self._poll is request:
@@ -299,18 +301,22 @@ class Session:
             self._timeout.cancel()
         if self._poll is not None:
             request, self._poll = self._poll, None
-            _answer_payload(request, [eio.Packet(eio.CLOSE).encode()])
+            _answer_payload(request, [eio.Packet(eio.CLOSE).encode()], self.binary)
         for websocket in (self.websocket, self._upgrading):
             if websocket is not None:
                 websocket.sendClose()
         self.websocket = self._upgrading = None
 
 
-def _answer_payload(request: server.Request, packets: list[str]) -> None:
+def _answer_payload(request: server.Request, packets: list[str], binary: bool) -> None:
     if request.finished or request._disconnected:
         return
-    body = "".join(f"{eio.utf16_length(p)}:{p}" for p in packets).encode("utf-8")
-    request.setHeader(b"content-type", b"text/plain; charset=UTF-8")
+    if binary:
+        body = eio.encode_binary_payload(packets)
+        request.setHeader(b"content-type", b"application/octet-stream")
+    else:
+        body = "".join(f"{eio.utf16_length(p)}:{p}" for p in packets).encode("utf-8")
+        request.setHeader(b"content-type", b"text/plain; charset=UTF-8")
     request.setHeader(b"content-length", str(len(body)).encode("ascii"))
     request.write(body)
     request.finish()
@@ -416,7 +422,6 @@ class EngineIOResource(resource.Resource):
         if (params.get("EIO") or [""])[-1] != "3":
             return _engineio_error(request, 400, UNSUPPORTED_PROTOCOL,
                                    "Unsupported protocol version: this server speaks EIO=3")
-        _allow_origin(request)
         transport = (params.get("transport") or [""])[-1]
         if transport == "websocket":
             if request.method == b"OPTIONS":
@@ -453,7 +458,10 @@ class EngineIOResource(resource.Resource):
             return json.dumps({"code": "auth.invalid", "message": f"invalid token: {e}"}
                               ).encode("utf-8")
         session = self.network.open_session(identity)
-        _answer_payload(request, session.open_packets(["websocket"]))
+        # As engine.io 1.x, which socket.io-client 1.x in browsers needs: an
+        # XHR2 client that does not ask b64 at the handshake gets binary polls.
+        session.binary = not (params.get("b64") or [""])[-1]
+        _answer_payload(request, session.open_packets(["websocket"]), session.binary)
         return server.NOT_DONE_YET
 
     def _post(self, request: server.Request, session: Session) -> bytes:
@@ -471,13 +479,3 @@ class EngineIOResource(resource.Resource):
             session.handle(packet)
         request.setHeader(b"content-type", b"text/html")
         return b"ok"
-
-
-def _allow_origin(request: server.Request) -> None:
-    """Let browser apps on other origins use the polling transport."""
-    origin = request.getHeader(b"origin")
-    if origin:
-        request.setHeader(b"access-control-allow-origin", origin)
-        request.setHeader(b"access-control-allow-credentials", b"true")
-        request.setHeader(b"access-control-allow-headers", b"content-type")
-        request.setHeader(b"access-control-allow-methods", b"GET, POST, OPTIONS")

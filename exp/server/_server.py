@@ -46,6 +46,8 @@ from exp.server._auth import (
     same_secret,
 )
 from exp.server._console import ConsoleFiles, to_console
+from exp.server._cors import ANY as ANY_ORIGIN
+from exp.server._cors import CORS, normalize_origins
 from exp.server._hub import IHub, LocalHub
 from exp.server._limits import Lockouts, TokenBuckets, too_many
 from exp.server._network import EngineIOResource, Network
@@ -105,6 +107,8 @@ class ServerConfig:
     @ivar feed_timeout: seconds for a whole feed fetch, body included.
     @ivar feed_max_bytes: the largest feed source, as received and as
         decompressed.
+    @ivar cors_origins: the origins whose web pages may call the API and
+        poll the network (C{"*"}: any; none: no cross-origin page).
     """
 
     public_url: str | None = None
@@ -137,6 +141,8 @@ class ServerConfig:
     feed_max_bytes: int = _feeds.MAX_FEED_BYTES
     #: Seconds a process's word that its devices are online holds unrenewed.
     presence_lease: float = LEASE
+    cors_origins: tuple[str, ...] = attrs.field(default=(ANY_ORIGIN,),
+                                                converter=normalize_origins)
 
 
 def _unauthorized(message: str, code: str = "auth.invalid") -> HttpError:
@@ -267,8 +273,10 @@ class ExpServer:
     def resource(self) -> resource.Resource:
         """The root of the server's web tree."""
         root = _Root()
-        root.putChild(b"api", self.router)
-        root.putChild(b"socket.io", EngineIOResource(self.network))
+        origins = self.config.cors_origins
+        methods = {method for method, _ in self.router.routes()}
+        root.putChild(b"api", CORS(self.router, origins, methods))
+        root.putChild(b"socket.io", CORS(EngineIOResource(self.network), origins, ["GET", "POST"]))
         root.putChild(b"console", ConsoleFiles())
         return root
 

@@ -31,6 +31,8 @@ from twisted.python import usage
 from exp._usage import Options as PlainOptions
 from exp._usage import plain_text
 from exp.server._auth import PASSWORD_COST
+from exp.server._cors import ANY as ANY_ORIGIN
+from exp.server._cors import normalize_origin
 from exp.server._feeds import FETCH_TIMEOUT, MAX_FEED_BYTES
 from exp.server._presence import LEASE
 from exp.server._seed import SeedError, demo_seed_path, load_seed
@@ -125,6 +127,10 @@ class Options(PlainOptions):
     def __init__(self) -> None:
         super().__init__()
         self["feed-allow"] = []
+        self["cors-origins"] = []
+        self.docs["cors-origin"] = (
+            "Origin (scheme://host[:port]) whose web pages may call the API and poll "
+            "the network; repeatable, * allows any [default: *].")
 
     def opt_feed_allow(self, cidr: str) -> None:
         """Fetch feeds from this CIDR range even if not public, e.g. 10.0.0.0/8 (repeatable)."""
@@ -133,6 +139,13 @@ class Options(PlainOptions):
         except ValueError:
             raise usage.UsageError(f"--feed-allow takes a CIDR range, not {cidr!r}") from None
         self["feed-allow"].append(cidr)
+
+    def opt_cors_origin(self, origin: str) -> None:
+        # Repeatable, so a method rather than an optParameters entry.
+        try:
+            self["cors-origins"].append(normalize_origin(origin))
+        except ValueError as e:
+            raise usage.UsageError(f"--cors-origin: {e}") from None
 
     def postOptions(self) -> None:
         try:
@@ -215,6 +228,7 @@ def makeService(options: Options) -> service.IService:
         feed_timeout=options["feed-timeout"],
         feed_max_bytes=options["feed-max-bytes"],
         presence_lease=options["presence-lease"],
+        cors_origins=options["cors-origins"] or [ANY_ORIGIN],
     )
     server = ExpServer(make_storage(options["db"], reactor), options["organizations"],
                        config, reactor=reactor, hub=make_hub(options["redis"], reactor))
