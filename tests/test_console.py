@@ -410,3 +410,17 @@ def test_a_lost_connection_shows_a_banner_and_reconnects(browser: Any, tmp_path:
             again.stop()
     finally:
         context.close()
+
+
+def test_channel_ids_are_the_servers(page: Any, server: ServerProcess) -> None:
+    """The console's channel ids (A3) are Python's, past ASCII and with both flags."""
+    from exp.protocol import ChannelId
+
+    page.goto(server.url + "/console/")
+    cases = [("scala", "ops", False, False), ("scala", "ü, ☃ and 😀", True, False),
+             ("org \"q\"", "data:cats:fluffy", False, True), ("", "\\n\t", True, True)]
+    got = page.evaluate("""async (cases) => {
+        const { channelId } = await import("/console/network.js");
+        return cases.map((c) => channelId(...c));
+    }""", cases)
+    assert got == [ChannelId(*case).encode() for case in cases]

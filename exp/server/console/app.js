@@ -250,8 +250,11 @@ function signInScreen() {
 
 // -- the network -----------------------------------------------------------------
 
+let wasOffline = false;
+
 function startNetwork() {
   if (network) return;
+  wasOffline = false;
   network = new Network(location.origin, currentToken, {
     broadcast(body) {
       if (body.channel === monitor.id) {
@@ -261,8 +264,15 @@ function startNetwork() {
       for (const listener of listeners) listener(body);
     },
     state(state) {
-      if (state === "online") banner(null);
-      else if (state === "offline") banner("The connection to the server was lost. Reconnecting…");
+      if (state === "online") {
+        banner(null);
+        // What was announced meanwhile is lost: screens read their state again.
+        if (wasOffline) for (const listener of listeners) listener({ reconnected: true });
+        wasOffline = false;
+      } else if (state === "offline") {
+        wasOffline = true;
+        banner("The connection to the server was lost. Reconnecting…");
+      }
       document.body.dataset.network = state;
     },
     refused(message) {
@@ -375,6 +385,10 @@ function devicesScreen() {
   let watched = new Map(); // channel id -> device uuid
   let reloading = null;
   onBroadcast((body) => {
+    if (body.reconnected && reloading) {
+      reloading().catch(showError);
+      return;
+    }
     const uuid = watched.get(body.channel);
     if (uuid === undefined) return;
     // The payload says it; the server's answer is the truth if announcements crossed.
@@ -617,7 +631,10 @@ function contentItem(item) {
   }
   const parts = [h("span", { class: "kind" }, kind || "item"), h("strong", {}, item.name)];
   if (kind === "url") {
-    parts.push(" ", h("a", { href: item.url, target: "_blank", rel: "noopener noreferrer" }, item.url));
+    // Only web addresses are links: a javascript: URL in a .url file would run here.
+    const web = /^https?:\/\//i.test(String(item.url || ""));
+    parts.push(" ", web ? h("a", { href: item.url, target: "_blank", rel: "noopener noreferrer" }, item.url)
+      : h("code", {}, String(item.url || "")));
   } else if (kind === "app") {
     parts.push(" ", h("a", { href: deliveryUrl(item), target: "_blank", rel: "noopener noreferrer" }, "Open the app"));
   } else {
