@@ -22,7 +22,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.defer import ensureDeferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
@@ -39,9 +39,8 @@ PROCESSES, PRESENCE = "processes", "presence"
 
 #: A device: C{(organization, uuid)}.
 Who = tuple[str, str]
-#: Announces a status: C{(organization, device uuid, payload)}; fires once the
-#: other processes have it.
-Notify = Callable[[str, str, dict[str, Any]], Deferred[Any]]
+#: Announces a status: C{(organization, device uuid, payload)}.
+Notify = Callable[[str, str, dict[str, Any]], None]
 
 
 class Presence:
@@ -91,8 +90,8 @@ class Presence:
                 await self._storage.delete(NO_ORGANIZATION, PRESENCE,
                                            _presence_id(organization, device, self.process))
                 if not await self.online(organization, device):
-                    # Before the hub closes: once the other processes have it.
-                    await self._announce(organization, device, False)
+                    # The hub publishes it before it closes.
+                    self._announce(organization, device, False)
         except Exception:
             self._log.failure("could not give up this process's presence records")
 
@@ -143,12 +142,8 @@ class Presence:
         finally:
             self._busy.discard(who)
 
-    def _announce(self, organization: str, device: str, online: bool) -> Deferred[Any]:
-        announced = self._notify(organization, device, {"uuid": device, "online": online})
-        return announced.addErrback(
-            lambda f: self._log.warn("the status of device {device} was not announced to the"
-                                     " other processes: {error}", device=device,
-                                     error=f.getErrorMessage()))
+    def _announce(self, organization: str, device: str, online: bool) -> None:
+        self._notify(organization, device, {"uuid": device, "online": online})
 
     # -- what every process knows ----------------------------------------------
 

@@ -16,7 +16,6 @@ from typing import Any
 from urllib.parse import quote
 
 import attrs
-from twisted.internet.defer import Deferred
 from twisted.internet.task import LoopingCall
 from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
@@ -383,11 +382,8 @@ class ExpServer:
         channel = ChannelId(organization, name, system=True).encode()
         self.hub.notify(channel, event, document)
 
-    def _notify_status(self, organization: str, device: str,
-                       status: dict[str, Any]) -> Deferred[Any]:
-        """Announce a device's status; fires once the other processes have it."""
-        channel = ChannelId(organization, device, system=True).encode()
-        return self.hub.broadcast(channel, STATUS, status, 0.0)
+    def _notify_status(self, organization: str, device: str, status: dict[str, Any]) -> None:
+        self.notify(organization, device, STATUS, status)
 
     # -- routes -------------------------------------------------------------
 
