@@ -29,7 +29,6 @@ from urllib.parse import quote
 
 from twisted.internet import task
 from twisted.internet.defer import Deferred, ensureDeferred
-from twisted.logger import Logger
 
 from exp._options import check_options
 from exp.errors import ApiError, ExpError, NetworkError
@@ -50,8 +49,6 @@ RESOURCES = {
 READ_ONLY = {"content"}
 #: Seconds a call (or the login before it) may take.
 REQUEST_TIMEOUT = 15.0
-
-_log = Logger()
 
 EPILOG = """\
 credentials (options, or the environment as for twistd exp):

@@ -884,7 +884,8 @@ def openapi_document() -> dict[str, Any]:
 
 class _Root(resource.Resource):
     def getChild(self, path: bytes, request: server.Request) -> resource.Resource:
-        if path == b"" and request.postpath in ([], [b""]):
+        if (path == b"" and request.postpath in ([], [b""])
+                and request.method in (b"GET", b"HEAD")):
             return to_console()
         return NotFound()
 
