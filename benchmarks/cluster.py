@@ -43,10 +43,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import statistics
 import sys
-import tempfile
 import threading
 from typing import Any
 
@@ -60,6 +58,7 @@ from network import (
     _pct,
     connect_listeners,
     cpu_seconds,
+    logs_directory,
     machine,
     now,
     sleep,
@@ -446,16 +445,10 @@ async def run(reactor: Any, services: Services, args: argparse.Namespace) -> Non
     print(f"services: {services.versions()}")
     print(f"load    : {os.getloadavg()[0]:.2f} (1 min average) before the first benchmark",
           flush=True)
-    directory = tempfile.mkdtemp(prefix="exp-bench-")
     rows: list[Row] = []
-    try:
+    with logs_directory(args.keep) as directory:
         for name in [args.only] if args.only else list(BENCHMARKS):
             rows += await BENCHMARKS[name](reactor, directory, services, args)
-    finally:
-        if args.keep:
-            print(f"server logs kept in {directory}")
-        else:
-            shutil.rmtree(directory, ignore_errors=True)
     print()
     print(table(rows))
 

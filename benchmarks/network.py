@@ -34,6 +34,7 @@ figures are only as good as the machine is quiet.  This is a script, not a test.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
 import os
@@ -47,7 +48,7 @@ import sys
 import tempfile
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, cast
 
 import autobahn
@@ -76,6 +77,7 @@ def _log(message: str) -> None:
 # -- the server under test ----------------------------------------------------
 
 
+
 class ServerProcess:
     """
     ``python -m twisted exp-server`` in its own process, with its own database
@@ -97,17 +99,26 @@ class ServerProcess:
         self.network_url = ""
         self.profiler: subprocess.Popen[bytes] | None = None
 
+    #: The log file in C{directory}, appended to.
+    log_name = "server.log"
+
+    def command(self) -> list[str]:
+        """The command line of the server."""
+        return [sys.executable, "-m", "twisted", "--log-format", "text",
+                *self.runner_args, "exp-server",
+                "--listen", f"tcp:{self.port}:interface={HOST}",
+                "--db", self.db,
+                # every client of a benchmark comes from this one address,
+                "--max-connections-per-peer", "0",
+                # and all its sessions are one identity's, where a fleet spreads
+                # them over many
+                "--max-sessions-per-identity", "100000",
+                *self.extra_args]
+
     async def start(self) -> None:
         """Spawn the server and log in as the demo user once it answers."""
-        log = open(os.path.join(self.directory, "server.log"), "ab")
-        command = [sys.executable, "-m", "twisted", "--log-format", "text",
-                   *self.runner_args, "exp-server",
-                   "--listen", f"tcp:{self.port}:interface={HOST}",
-                   "--db", self.db,
-                   # every client of a benchmark comes from this one address
-                   "--max-connections-per-peer", "0",
-                   *self.extra_args]
-        self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
+        log = open(os.path.join(self.directory, self.log_name), "ab")
+        self.process = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT,
                                         cwd=self.directory)
         log.close()
         self.reactor.addSystemEventTrigger("before", "shutdown", self.stop)  # on ^C too
@@ -116,7 +127,8 @@ class ServerProcess:
         deadline = now() + 30
         while True:
             if self.process.poll() is not None:
-                raise RuntimeError(f"the server exited; see {self.directory}/server.log")
+                raise RuntimeError(
+                    f"the server exited; see {self.directory}/{self.log_name}")
             try:
                 response = await client.post(f"{self.url}/api/auth/login", json=DEMO_LOGIN)
                 auth = await response.json()
@@ -139,10 +151,14 @@ class ServerProcess:
              "--rate", "250", "--nonblocking", "--output", output],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
-    def stop(self) -> None:
+    def stop_profile(self) -> None:
+        """Stop sampling (py-spy then writes its output)."""
         if self.profiler is not None and self.profiler.poll() is None:
             self.profiler.send_signal(signal.SIGINT)
             self.profiler.wait(30)
+
+    def stop(self) -> None:
+        self.stop_profile()
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
             try:
@@ -637,6 +653,119 @@ async def worker(reactor: Any, url: str, channel: str, count: int) -> None:
 
 
 # -- the benchmarks -------------------------------------------------------------
+#
+# Each step of a benchmark is a function of its own, so that peers.py can run
+# the same steps on our server and on its peer, alternately.
+
+
+async def post_broadcast(http: HttpConnection, server: ServerProcess,
+                         seq: int) -> tuple[bytes, float]:
+    """Post broadcast C{seq}; its answer's body and arrival time (it must be a 200)."""
+    status, body, answered = await http.request(server.broadcast_request(seq))
+    if status != 200:
+        raise RuntimeError(f"broadcast failed: {status} {body!r}")
+    return body, answered
+
+
+async def fanout_once(reactor: Any, server: ServerProcess,
+                      clients: InProcessClients | WorkerClients, http: HttpConnection,
+                      meter: CpuMeter, seq: int) -> tuple[float, float, Cpu]:
+    """
+    Post broadcast C{seq} to the subscribed C{clients}: the time until the
+    first and until the last session had it (ms from just before the POST),
+    and the CPU used meanwhile (until the POST was answered too).
+    """
+    meter.start()
+    arrived = clients.expect(seq)
+    sent = now()
+    answer = defer.ensureDeferred(post_broadcast(http, server, seq))
+    first, last = await arrived.addTimeout(30, reactor)
+    await answer
+    return (first - sent) * 1000, (last - sent) * 1000, meter.stop()
+
+
+async def latency_once(reactor: Any, server: ServerProcess, arrivals: Arrivals,
+                       http: HttpConnection, seq: int) -> tuple[float, float]:
+    """
+    Post broadcast C{seq} to one listener that hands its frames to
+    C{arrivals}: ms from just before the POST to the frame, and to the answer.
+    """
+    arrived = arrivals.expect(seq, 1)
+    sent = now()
+    answer = defer.ensureDeferred(post_broadcast(http, server, seq))
+    (frame_at,) = await arrived.addTimeout(10, reactor)
+    _, answered_at = await answer
+    return (frame_at - sent) * 1000, (answered_at - sent) * 1000
+
+
+class Requester:
+    """
+    Requests, one in flight on each of C{connections} keep-alive connections:
+    C{request(seq)} makes the bytes of the C{seq}th.  It counts those answered
+    200 as C{sent} and the others as C{failed}.
+    """
+
+    def __init__(self, connections: list[HttpConnection],
+                 request: Callable[[int], bytes]) -> None:
+        self.connections, self.request = connections, request
+        self.sent = self.failed = self.seq = 0
+
+    async def run(self, until: float) -> None:
+        """Request on every connection until C{until} (L{now}), then wait for the answers."""
+        await defer.gatherResults([defer.ensureDeferred(self._loop(c, until))
+                                   for c in self.connections])
+
+    async def _loop(self, http: HttpConnection, until: float) -> None:
+        while now() < until:
+            self.seq += 1
+            status, _, _ = await http.request(self.request(self.seq))
+            if status == 200:
+                self.sent += 1
+            else:
+                self.failed += 1
+
+    def close(self) -> None:
+        for c in self.connections:
+            c.close()
+
+
+async def connect_requester(server: ServerProcess, concurrency: int,
+                            request: Callable[[int], bytes] | None = None) -> Requester:
+    """A L{Requester} on C{server}, of broadcasts unless C{request} says otherwise."""
+    return Requester([await server.http_connection() for _ in range(concurrency)],
+                     request or server.broadcast_request)
+
+
+async def drain(reactor: Any, delivered: Callable[[], int], sent: int,
+                seconds: float = 5) -> None:
+    """Wait until C{delivered()} reaches C{sent}, C{seconds} at most."""
+    deadline = now() + seconds
+    while delivered() < sent and now() < deadline:
+        await sleep(reactor, 0.05)
+
+
+async def memory_growth(reactor: Any, server: ServerProcess,
+                        count: int) -> tuple[int, int, float, ListenerFactory]:
+    """
+    The server's RSS (KiB) before and after C{count} idle subscribed sessions
+    connect (after a warm-up of 20 sessions and a broadcast, and 2 s of
+    rest), how long they took to connect, and their factory, to close them.
+    """
+    warm = server.listener_factory(lambda frame, arrived: None)
+    await connect_listeners(reactor, warm, 20)
+    http = await server.http_connection()
+    await post_broadcast(http, server, 0)
+    http.close()
+    await warm.close_all(reactor)
+    await sleep(reactor, 1)
+    before = server.rss_kib()
+    factory = server.listener_factory(lambda frame, arrived: None)
+    _log(f"memory: connecting {count} sessions (server RSS {before / 1024:.1f} MiB)")
+    started = now()
+    await connect_listeners(reactor, factory, count)
+    took = now() - started
+    await sleep(reactor, 2)
+    return before, server.rss_kib(), took, factory
 
 
 async def bench_fanout(reactor: Any, server: ServerProcess, args: argparse.Namespace) -> list[Row]:
@@ -656,19 +785,11 @@ async def bench_fanout(reactor: Any, server: ServerProcess, args: argparse.Names
     warmup = 3
     for i in range(warmup + args.rounds):
         await sleep(reactor, 0.2)
-        meter.start()
-        arrived = clients.expect(i)
-        sent = now()
-        answer = http.request(server.broadcast_request(i))
-        first, last = await arrived.addTimeout(30, reactor)
-        status, body, _ = await answer
-        if status != 200:
-            raise RuntimeError(f"broadcast failed: {status} {body!r}")
-        cpu = meter.stop()
+        first, last, cpu = await fanout_once(reactor, server, clients, http, meter, i)
         if i >= warmup:
             total += cpu
-            lasts.append((last - sent) * 1000)
-            firsts.append((first - sent) * 1000)
+            lasts.append(last)
+            firsts.append(first)
     http.close()
     await clients.close()
     rounds = args.rounds
@@ -700,16 +821,10 @@ async def bench_latency(reactor: Any, server: ServerProcess,
     for i in range(warmup + n):
         if i == warmup:
             meter.start()
-        arrived = arrivals.expect(i, 1)
-        sent = now()
-        answer = http.request(server.broadcast_request(i))
-        (frame_at,) = await arrived.addTimeout(10, reactor)
-        status, body, answered_at = await answer
-        if status != 200:
-            raise RuntimeError(f"broadcast failed: {status} {body!r}")
+        frame, answer = await latency_once(reactor, server, arrivals, http, i)
         if i >= warmup:
-            frames.append((frame_at - sent) * 1000)
-            answers.append((answered_at - sent) * 1000)
+            frames.append(frame)
+            answers.append(answer)
     cpu = meter.stop()
     http.close()
     await factory.close_all(reactor)
@@ -738,39 +853,23 @@ async def bench_rate(reactor: Any, server: ServerProcess, args: argparse.Namespa
 
     factory = server.listener_factory(count)
     await connect_listeners(reactor, factory, 1)
-    connections = [await server.http_connection() for _ in range(args.concurrency)]
+    poster = await connect_requester(server, args.concurrency)
     _log(f"rate: {args.duration:g} s of broadcasts, {args.concurrency} in flight")
-    sent = failed = 0
-    seq = 0
-    deadline = now() + args.duration
-
-    async def post(http: HttpConnection) -> None:
-        nonlocal sent, failed, seq
-        while now() < deadline:
-            seq += 1
-            status, _, _ = await http.request(server.broadcast_request(seq))
-            if status == 200:
-                sent += 1
-            else:
-                failed += 1
-
     meter = CpuMeter(server)
-    await defer.gatherResults([defer.ensureDeferred(post(c)) for c in connections])
+    await poster.run(now() + args.duration)
     cpu = meter.stop()
     in_time = delivered
-    drain = now() + 5
-    while delivered < sent and now() < drain:
-        await sleep(reactor, 0.05)
-    for c in connections:
-        c.close()
+    await drain(reactor, lambda: delivered, poster.sent)
+    poster.close()
     await factory.close_all(reactor)
     rate = in_time / cpu.wall
+    sent = poster.sent
     return [
         Row("rate", f"broadcasts delivered per second ({args.concurrency} in flight)",
             f"{rate:,.0f} /s", ">= 2,000 /s", rate >= 2000,
             f"{in_time:,} delivered in {cpu.wall:.1f} s; {cpu.busy()}"),
         Row("rate", "sent (answered 200) / failed / delivered in the end",
-            f"{sent:,} / {failed:,} / {delivered:,}"),
+            f"{sent:,} / {poster.failed:,} / {delivered:,}"),
         Row("rate", "server CPU per broadcast", f"{cpu.server / max(sent, 1) * 1e6:.0f} us"),
     ]
 
@@ -778,23 +877,7 @@ async def bench_rate(reactor: Any, server: ServerProcess, args: argparse.Namespa
 async def bench_memory(reactor: Any, server: ServerProcess,
                        args: argparse.Namespace) -> list[Row]:
     n = args.idle_connections
-    warm = server.listener_factory(lambda frame, arrived: None)
-    await connect_listeners(reactor, warm, 20)
-    http = await server.http_connection()
-    status, body, _ = await http.request(server.broadcast_request(0))
-    if status != 200:
-        raise RuntimeError(f"broadcast failed: {status} {body!r}")
-    http.close()
-    await warm.close_all(reactor)
-    await sleep(reactor, 1)
-    before = server.rss_kib()
-    factory = server.listener_factory(lambda frame, arrived: None)
-    _log(f"memory: connecting {n} sessions (server RSS {before / 1024:.1f} MiB)")
-    started = now()
-    await connect_listeners(reactor, factory, n)
-    took = now() - started
-    await sleep(reactor, 2)
-    after = server.rss_kib()
+    before, after, took, factory = await memory_growth(reactor, server, n)
     await factory.close_all(reactor)
     per = (after - before) / n
     return [
@@ -848,29 +931,50 @@ def table(rows: list[Row]) -> str:
     return "\n".join(out + (["", "notes:", *notes] if notes else []))
 
 
+@contextlib.contextmanager
+def logs_directory(keep: bool) -> Iterator[str]:
+    """A new directory for the servers' databases and logs, removed after unless C{keep}."""
+    directory = tempfile.mkdtemp(prefix="exp-bench-")
+    try:
+        yield directory
+    finally:
+        if keep:
+            print(f"server logs kept in {directory}")
+        else:
+            shutil.rmtree(directory, ignore_errors=True)
+
+
+def add_log_options(parser: argparse.ArgumentParser, output: str = "<benchmark>.txt") -> None:
+    """C{--py-spy DIR} (for L{start_profile}) and C{--keep} (for L{logs_directory})."""
+    parser.add_argument("--py-spy", metavar="DIR",
+                        help="sample the server with py-spy (not a dependency: pip install "
+                        f"py-spy) into DIR/{output}, folded stacks")
+    parser.add_argument("--keep", action="store_true", help="keep the server logs")
+
+
+async def start_profile(reactor: Any, server: ServerProcess, args: argparse.Namespace,
+                        name: str) -> None:
+    """With C{--py-spy DIR}, sample C{server} into DIR/C{name}.txt until it stops."""
+    if args.py_spy:
+        output = os.path.join(os.path.abspath(args.py_spy), f"{name}.txt")
+        server.profile(shutil.which("py-spy") or os.path.join(
+            os.path.dirname(sys.executable), "py-spy"), output)
+        await sleep(reactor, 1)
+
+
 async def run(reactor: Any, args: argparse.Namespace) -> None:
     print("\n".join(machine()), flush=True)
     names = [args.only] if args.only else list(BENCHMARKS)
-    directory = tempfile.mkdtemp(prefix="exp-bench-")
     rows: list[Row] = []
-    try:
+    with logs_directory(args.keep) as directory:
         for name in names:
             server = ServerProcess(reactor, directory)
             try:
                 await server.start()
-                if args.py_spy:
-                    output = os.path.join(os.path.abspath(args.py_spy), f"{name}.txt")
-                    server.profile(shutil.which("py-spy") or os.path.join(
-                        os.path.dirname(sys.executable), "py-spy"), output)
-                    await sleep(reactor, 1)
+                await start_profile(reactor, server, args, name)
                 rows += await BENCHMARKS[name](reactor, server, args)
             finally:
                 server.stop()
-    finally:
-        if args.keep:
-            print(f"server logs kept in {directory}")
-        else:
-            shutil.rmtree(directory, ignore_errors=True)
     print()
     print(table(rows))
 
@@ -892,10 +996,7 @@ def main() -> None:
                         "process (2)")
     parser.add_argument("--idle-connections", type=int, default=5000,
                         help="idle sessions in memory (5000)")
-    parser.add_argument("--py-spy", metavar="DIR",
-                        help="sample the server with py-spy (not a dependency: pip install "
-                        "py-spy) into DIR/<benchmark>.txt, folded stacks")
-    parser.add_argument("--keep", action="store_true", help="keep the server logs")
+    add_log_options(parser)
     parser.add_argument("--worker", nargs=3, metavar=("URL", "CHANNEL", "COUNT"),
                         help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -49,7 +49,7 @@ def network() -> None:
     print("channel:", channel)
 
     # A responder in callback style: called (in a worker thread) per broadcast.
-    def greet(broadcast: exp.Blocking) -> None:
+    def greet(broadcast: exp.api.Broadcast) -> None:
         broadcast.respond("Nice to meet you!")
 
     channel.listen("my_event", greet)

@@ -14,23 +14,51 @@ The blocking interface documented for EXP's Python SDK::
 
 A reactor runs in a background thread; Twisted programs use
 L{exp.twisted.ExpService} instead, whose calls return Deferreds.
-Module-level calls go to the most recently started instance.
+Module-level calls go to the most recently started instance; the
+resources' classes and calls are in L{exp.api}, and each of those calls
+is a module-level call too (C{exp.get_device} is C{exp.api.get_device}).
 """
+
+# ruff: noqa: F405 - the errors in __all__ are those of exp.errors, imported with *
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
-from exp._blocking import Blocking, Exp, current, start, stop
-from exp.errors import (
-    ApiError,
-    AuthenticationError,
-    ExpError,
-    NetworkError,
-    RuntimeError,
-    UnexpectedError,
+from exp import api
+from exp._blocking import Blocking, CrochetRunner, Exp, Runner, start, stop
+from exp._calls import delete, get, get_auth, get_channel, on, patch, post, put
+from exp.api import (
+    create_data,
+    create_device,
+    create_experience,
+    create_feed,
+    create_location,
+    create_thing,
+    delete_data,
+    delete_device,
+    delete_experience,
+    delete_feed,
+    delete_location,
+    delete_thing,
+    find_content,
+    find_data,
+    find_devices,
+    find_experiences,
+    find_feeds,
+    find_locations,
+    find_things,
+    get_content,
+    get_current_device,
+    get_current_experience,
+    get_current_location,
+    get_current_zones,
+    get_data,
+    get_device,
+    get_experience,
+    get_feed,
+    get_location,
+    get_thing,
 )
+from exp.errors import *  # noqa: F403 - ExpError and its subclasses, as exp.errors lists them
 
 #: The one place of the version: the package metadata (pyproject.toml) reads it here.
 __version__ = "0.1.0"
@@ -53,50 +81,16 @@ INSTANCE_CALLS = (
     *RESOURCE_CALLS,
 )
 
-
-def _delegate(name: str) -> Callable[..., Any]:
-    def call(*args: Any, **kwargs: Any) -> Any:
-        return getattr(current(), name)(*args, **kwargs)
-
-    call.__name__ = call.__qualname__ = name
-    call.__doc__ = f"C{{{name}}} of the most recently started instance."
-    return call
-
-
-class _Api:
-    """C{exp.api}: the resource calls of the most recently started instance."""
-
-    def __getattr__(self, name: str) -> Callable[..., Any]:
-        if name not in RESOURCE_CALLS:
-            raise AttributeError(f"exp.api has no {name!r}")
-        return _delegate(name)
-
-    def __dir__(self) -> list[str]:
-        return list(RESOURCE_CALLS)
-
-
-api = _Api()
-
-for _name in INSTANCE_CALLS:
-    globals()[_name] = _delegate(_name)
-del _name
-
-
-def __getattr__(name: str) -> Any:  # for type checkers: the delegated calls
-    raise AttributeError(f"module 'exp' has no attribute {name!r}")
-
-
 __all__ = [
-    "ApiError",
-    "AuthenticationError",
-    "Blocking",
-    "Exp",
-    "ExpError",
-    "NetworkError",
-    "RuntimeError",
-    "UnexpectedError",
-    "api",
-    "start",
-    "stop",
+    "ApiError", "AuthenticationError", "Blocking", "CrochetRunner", "Exp",
+    "ExpError", "NetworkError", "Runner", "RuntimeError", "UnexpectedError", "api",
+    "create_data", "create_device", "create_experience", "create_feed",
+    "create_location", "create_thing", "delete", "delete_data", "delete_device",
+    "delete_experience", "delete_feed", "delete_location", "delete_thing",
+    "find_content", "find_data", "find_devices", "find_experiences", "find_feeds",
+    "find_locations", "find_things", "get", "get_auth", "get_channel",
+    "get_content", "get_current_device", "get_current_experience",
+    "get_current_location", "get_current_zones", "get_data", "get_device",
+    "get_experience", "get_feed", "get_location", "get_thing", "on", "patch",
+    "post", "put", "start", "stop",
 ]
-__all__ += INSTANCE_CALLS

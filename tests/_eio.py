@@ -3,19 +3,23 @@ A small Engine.IO 3 / Socket.IO client for the network tests, written from
 PROTOCOL.md A5 and independent of C{exp.protocol}: long-polling over treq
 (through the conftest L{Http}) and WebSocket over Autobahn, both on real
 sockets.  Both transports offer C{send(*packets)} and C{next()}, so a test
-can drive either the same way.
+can drive either the same way; so does a raw WebSocket client that stops
+reading (L{Unreading}).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
+import socket
+import struct
 from collections.abc import Awaitable, Iterable
 from typing import Any, TypeVar
 from urllib.parse import urlencode, urlsplit
 
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
-from twisted.internet import reactor
+from twisted.internet import reactor, task
 from twisted.internet.defer import Deferred, DeferredQueue, ensureDeferred
 from twisted.internet.endpoints import TCP4ClientEndpoint
 
@@ -25,6 +29,11 @@ from .conftest import Answer, Http
 HANG_GUARD = 10.0
 
 _T = TypeVar("_T")
+
+
+async def pause(seconds: float = 0.01) -> None:
+    """Let the reactor run for C{seconds}."""
+    await task.deferLater(reactor, seconds, lambda: None)
 
 
 async def guard(awaitable: Awaitable[_T]) -> _T:
@@ -38,8 +47,8 @@ async def guard(awaitable: Awaitable[_T]) -> _T:
 
 
 def utf16_length(text: str) -> int:
-    """The length of C{text} in UTF-16 code units."""
-    return len(text.encode("utf-16-le")) // 2
+    """The length of C{text} in UTF-16 code units (a lone surrogate is one)."""
+    return len(text.encode("utf-16-le", "surrogatepass")) // 2
 
 
 def frame(packets: Iterable[str]) -> str:
@@ -126,6 +135,7 @@ class Polling:
         self._buffer: list[str] = []
 
     def params(self, **extra: str) -> dict[str, str]:
+        """The query of a request of this session, with C{extra}."""
         params = {"EIO": "3", "transport": "polling"}
         if self.token is not None:
             params["token"] = self.token
@@ -201,15 +211,18 @@ class WebSocket(WebSocketClientProtocol):
         self.binary_frames: list[bytes] = []
 
     def onOpen(self) -> None:
+        """The handshake succeeded."""
         self.opened.callback(self)
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        """Keep a text frame as a packet, and a binary one apart."""
         if isBinary:
             self.binary_frames.append(payload)
         else:
             self._received.put(payload.decode("utf-8"))
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        """The handshake failed, or the connection is closed."""
         if not self.opened.called:
             self.opened.errback(Refused(reason or ""))
         self._received.put(_CLOSED)
@@ -217,6 +230,7 @@ class WebSocket(WebSocketClientProtocol):
             self.closed.callback((code, reason))
 
     async def send(self, *packets: str) -> None:
+        """Send C{packets}, each in a text frame."""
         for packet in packets:
             self.sendMessage(packet.encode("utf-8"))
 
@@ -279,13 +293,14 @@ class Clients:
         return client
 
     async def close(self) -> None:
+        """Drop the WebSockets still open, and wait until they are closed."""
         for client in self._websockets:
             if not client.closed.called:
                 client.dropConnection(abort=True)
                 await guard(client.closed)
 
 
-async def subscribe(client: Polling | WebSocket, channels: list[Any]) -> list[str]:
+async def subscribe(client: Polling | WebSocket | Unreading, channels: list[Any]) -> list[str]:
     """Send C{subscribe} and return the channels C{subscribed} names."""
     await client.send(event("subscribe", channels))
     name, args = parse_event(await client.next())
@@ -297,3 +312,87 @@ async def assert_served(client: Polling | WebSocket) -> None:
     """C{client}'s next packet after a ping is the pong: nothing else was pending."""
     await client.send("2")
     assert await client.next() == "3"
+
+
+# -- a WebSocket client that stops reading ---------------------------------------
+
+
+def _client_frame(text: str) -> bytes:
+    """A masked WebSocket text frame, as a client sends it."""
+    payload = text.encode("utf-8")
+    mask = os.urandom(4)
+    length = len(payload)
+    if length < 126:
+        head = struct.pack("!BB", 0x81, 0x80 | length)
+    elif length < 1 << 16:
+        head = struct.pack("!BBH", 0x81, 0x80 | 126, length)
+    else:
+        head = struct.pack("!BBQ", 0x81, 0x80 | 127, length)
+    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+class Unreading:
+    """
+    A raw TCP WebSocket client with a small receive buffer: it shakes hands,
+    reads the first packets, then writes (pings) but never reads again.
+    The socket is non-blocking, so the reactor serves the server meanwhile.
+    """
+
+    def __init__(self, url: str, token: str) -> None:
+        host, port = url.removeprefix("http://").split(":")
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        self.sock.connect((host, int(port)))  # loopback: the kernel completes it
+        self.sock.setblocking(False)
+        self.sock.sendall(
+            f"GET /socket.io/?EIO=3&transport=websocket&token={token} HTTP/1.1\r\n"
+            f"Host: {host}:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+            "\r\n".encode("ascii"))
+        self._buffer = b""
+        self._opened = False
+
+    async def _fill(self) -> None:
+        """Wait for more bytes from the server."""
+        for _ in range(int(HANG_GUARD / 0.01)):
+            try:
+                data = self.sock.recv(65536)
+            except BlockingIOError:
+                await pause()
+                continue
+            assert data, "the server closed the connection"
+            self._buffer += data
+            return
+        raise AssertionError("the server sent nothing")
+
+    async def next(self) -> str:
+        """The next text frame from the server (reading, for now)."""
+        while not self._opened:
+            head, found, rest = self._buffer.partition(b"\r\n\r\n")
+            if found:
+                assert head.startswith(b"HTTP/1.1 101"), head
+                self._buffer, self._opened = rest, True
+            else:
+                await self._fill()
+        while True:
+            if len(self._buffer) >= 2:
+                length, start = self._buffer[1] & 0x7F, 2
+                if length == 126 and len(self._buffer) >= 4:
+                    length, start = struct.unpack("!H", self._buffer[2:4])[0], 4
+                elif length == 127 and len(self._buffer) >= 10:
+                    length, start = struct.unpack("!Q", self._buffer[2:10])[0], 10
+                if length < 126 and len(self._buffer) >= start + length:
+                    assert self._buffer[0] == 0x81, self._buffer[:1]
+                    text = self._buffer[start:start + length].decode("utf-8")
+                    self._buffer = self._buffer[start + length:]
+                    return text
+            await self._fill()
+
+    async def send(self, *packets: str) -> None:
+        """Send C{packets}, each in a frame (the kernel takes them: they are small)."""
+        for packet in packets:
+            self.sock.send(_client_frame(packet))
+
+    def close(self) -> None:
+        """Close the socket."""
+        self.sock.close()

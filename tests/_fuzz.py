@@ -20,14 +20,18 @@ import re
 import socket
 import sqlite3
 import uuid as uuidlib
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import attrs
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from exp.protocol import consumer_app_token, device_token
 from exp.server.testing import DEMO, ServerProcess
 
+from ._eio import frame, unframe
+from ._network import channel
 from ._processes import request
 
 #: A small body limit, so that bodies near it are cheap to send.
@@ -41,17 +45,31 @@ REQUEST_TIMEOUT = 30.0
 #: Seconds a watcher waits for a broadcast before it counts as lost.
 WATCH_TIMEOUT = 10.0
 
+_T = TypeVar("_T")
+
 ORG = DEMO["organization"]
+LOBBY = channel(ORG, "lobby")
 
 
-def channel_id(organization: str, name: str, system: bool = False,
-               consumer: bool = False) -> str:
-    """A channel id as PROTOCOL.md A3 spells it."""
-    raw = json.dumps([organization, name, int(system), int(consumer)], separators=(",", ":"))
-    return base64.b64encode(raw.encode("utf-8")).decode("ascii")
+def run_examples(strategy: st.SearchStrategy[_T], action: Callable[[_T], object],
+                 examples: int) -> None:
+    """
+    Run C{action} on C{examples} of hypothesis' examples of C{strategy}
+    (raise EXP_FUZZ_EXAMPLES for a longer hunt), with no deadline, no
+    example database, and none of the health checks that a fuzz against a
+    server fails.  (The C{@given} function is local: pytest-twisted runs a
+    C{@given} test's examples in a way these blocking tests cannot use.)
+    """
 
+    @settings(max_examples=int(os.environ.get("EXP_FUZZ_EXAMPLES", str(examples))),
+              deadline=None, database=None, print_blob=True,
+              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                                     HealthCheck.filter_too_much])
+    @given(example=strategy)
+    def run(example: _T) -> None:
+        action(example)
 
-LOBBY = channel_id(ORG, "lobby")
+    run()
 
 
 # -- raw HTTP ------------------------------------------------------------------------
@@ -66,6 +84,7 @@ class Reply:
     body: bytes
 
     def json(self) -> Any:
+        """The body as JSON."""
         return json.loads(self.body)
 
     def __repr__(self) -> str:
@@ -136,6 +155,7 @@ def repeat(unit: Any, *counts: int) -> st.SearchStrategy[Any]:
 
 
 def b64url(data: bytes) -> str:
+    """C{data} in unpadded base64url, as JWTs spell their parts."""
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
@@ -303,23 +323,22 @@ class Fuzzed:
     """A server in a child process, the tokens of each identity, and fixtures of data."""
 
     server: ServerProcess
+    #: Where the started server listens.
+    url: str = attrs.field(init=False)
+    port: int = attrs.field(init=False)
     tokens: dict[str, str] = attrs.field(factory=dict)
     key: bytes = b""
     pairing_code: str = ""
     canary: str = ""
 
-    @property
-    def url(self) -> str:
-        return self.server.url
-
-    @property
-    def port(self) -> int:
-        return self.server.port
+    def __attrs_post_init__(self) -> None:
+        self.url, self.port = self.server.url, self.server.port
 
     def __repr__(self) -> str:
         return f"<Fuzzed {self.url}>"
 
     def alive(self) -> bool:
+        """Whether the server process still runs."""
         process = self.server.process
         return process is not None and process.poll() is None
 
@@ -329,7 +348,10 @@ def start_fuzzed() -> Fuzzed:
     server = ServerProcess("--max-body", str(MAX_BODY),
                            "--max-broadcast-timeout", str(MAX_BROADCAST_TIMEOUT),
                            # the feeds' sources are the server's own pages
-                           "--feed-allow", "127.0.0.0/8").start()
+                           "--feed-allow", "127.0.0.0/8",
+                           # the fuzz opens sessions of the watchers' identity by the
+                           # hundred; that cap has tests of its own (test_network_limits)
+                           "--max-sessions-per-identity", "100000").start()
     fuzzed = Fuzzed(server)
     try:
         _prepare(fuzzed)
@@ -405,28 +427,6 @@ class Closed(Exception):
     """The server closed the connection."""
 
 
-def utf16_length(text: str) -> int:
-    return len(text.encode("utf-16-le", "surrogatepass")) // 2
-
-
-def frame_payload(packets: list[str]) -> str:
-    """A polling payload: C{<length>:<packet>} each, lengths in UTF-16 units."""
-    return "".join(f"{utf16_length(p)}:{p}" for p in packets)
-
-
-def unframe_payload(payload: str) -> list[str]:
-    packets, i = [], 0
-    while i < len(payload):
-        colon = payload.index(":", i)
-        units, end = int(payload[i:colon]), colon + 1
-        while units > 0:
-            units -= 2 if ord(payload[end]) > 0xFFFF else 1
-            end += 1
-        packets.append(payload[colon + 1:end])
-        i = end
-    return packets
-
-
 class RawWebSocket:
     """
     A WebSocket client written from RFC 6455 on a plain socket, so that it
@@ -481,6 +481,7 @@ class RawWebSocket:
         self.sock.sendall(head + payload)
 
     def send_text(self, text: str) -> None:
+        """One text frame of C{text}, lone surrogates and all."""
         self.send_frame(1, text.encode("utf-8", "surrogatepass"))
 
     def recv_frame(self) -> tuple[int, bytes]:
@@ -517,10 +518,12 @@ class RawWebSocket:
             self._buffer = b""
 
     def close(self) -> None:
+        """Close the socket."""
         self.sock.close()
 
 
 def eio_query(token: str, transport: str, sid: str | None = None) -> bytes:
+    """The target of an Engine.IO request: a handshake, or one of session C{sid}."""
     query = f"/socket.io/?EIO=3&transport={transport}&token={token}"
     if sid is not None:
         query += f"&sid={sid}"
@@ -549,7 +552,7 @@ class Watcher:
             packets = [self.websocket.recv_text(), self.websocket.recv_text()]
         else:
             reply = self._http(b"GET", eio_query(token, "polling"))
-            packets = unframe_payload(reply.body.decode("utf-8"))
+            packets = unframe(reply.body.decode("utf-8"))
         assert packets[0].startswith("0") and packets[1] == "40", packets
         self.sid = json.loads(packets[0][1:])["sid"]
         self.send("42" + json.dumps(["subscribe", [channel]]))
@@ -563,18 +566,20 @@ class Watcher:
         return reply
 
     def send(self, packet: str) -> None:
+        """Send one packet over the watcher's transport."""
         if self.websocket is not None:
             self.websocket.send_text(packet)
         else:
             target = eio_query(self.fuzzed.tokens["user"], "polling", self.sid)
-            assert self._http(b"POST", target, frame_payload([packet]).encode()).body == b"ok"
+            assert self._http(b"POST", target, frame([packet]).encode()).body == b"ok"
 
     def next(self) -> str:
+        """The next packet from the server, polling when none is buffered."""
         if self.websocket is not None:
             return self.websocket.recv_text()
         while not self._pending:
             target = eio_query(self.fuzzed.tokens["user"], "polling", self.sid)
-            self._pending = unframe_payload(self._http(b"GET", target).body.decode("utf-8"))
+            self._pending = unframe(self._http(b"GET", target).body.decode("utf-8"))
         return self._pending.pop(0)
 
     def expect_broadcast(self, name: str, payload: Any) -> None:
@@ -592,5 +597,6 @@ class Watcher:
                 assert packet in ("3", "6"), packet
 
     def close(self) -> None:
+        """Close the WebSocket, if the watcher has one."""
         if self.websocket is not None:
             self.websocket.close()

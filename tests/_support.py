@@ -1,9 +1,10 @@
-"""Small helpers shared by the REST tests: error checks and a hub subscriber."""
+"""Small helpers shared by the tests: error checks, a hub subscriber, log events as text."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from twisted.logger import formatEvent
 from zope.interface import implementer
 
 from exp.server._hub import ISubscriber, Message
@@ -36,3 +37,13 @@ class Recorder:
 
     def named(self, name: str) -> list[dict[str, Any]]:
         return [m for m in self.messages if m["name"] == name]
+
+
+def render(event: dict[str, Any]) -> str:
+    """All that a log observer could write of C{event}: its text, traceback and fields."""
+    parts = [formatEvent(event)]
+    failure = event.get("log_failure")
+    if failure is not None:
+        parts.append(failure.getTraceback())
+    parts += [f"{key}={value!r}" for key, value in event.items()]
+    return "\n".join(parts)

@@ -120,6 +120,16 @@ async def token(http: Http) -> AsyncIterator[str]:
 
 
 @pytest_twisted.async_yield_fixture()
+async def net(server: RunningServer) -> AsyncIterator[Any]:
+    """Engine.IO clients of C{server} (tests/_eio.py); their WebSockets closed at teardown."""
+    from ._eio import Clients
+
+    clients = Clients(server.url)
+    yield clients
+    await clients.close()
+
+
+@pytest_twisted.async_yield_fixture()
 async def site(backend: dict[str, Any], server_config: dict[str, Any]) -> AsyncIterator[Any]:
     """A demo server whose requests and connections a test can see (tests/_sdk.py)."""
     from ._sdk import Watched

@@ -220,3 +220,30 @@ async def test_a_redis_outage_is_503_then_heals(engines: Engines) -> None:
         for server in servers:
             await server.stop()
         redis.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_responses_from_other_processes_count_against_the_caps(engines: Engines) -> None:
+    """Responses that reach a broadcast through Redis are capped as local ones are:
+    of three responders on the other process, max_responses=2 keeps two."""
+    db = engines.postgresql().database()
+    servers = [await start_server(db_path=db, redis=engines.redis().url, max_responses=2)
+               for _ in range(2)]
+    services: list[ExpService] = []
+    try:
+        responders = [start(services, servers[1].url, request_timeout=5, **who)
+                      for who in (DEVICE, CONSUMER, USER)]
+        asker = start(services, servers[0].url, request_timeout=5, **USER)
+        for service in services:
+            await within(service.whenConnected())
+        for n, responder in enumerate(responders):
+            await within(responder.get_channel("capped", consumer=True).listen(
+                "ask", callback=lambda b, n=n: b.respond(n)))
+        responses = await within(
+            asker.get_channel("capped", consumer=True).broadcast("ask", timeout=5))
+        assert len(responses) == 2 and set(responses) <= {0, 1, 2}, responses
+    finally:
+        for service in services:
+            await service.stopService()
+        for server in servers:
+            await server.stop()

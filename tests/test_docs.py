@@ -22,3 +22,36 @@ def test_pydoctor_builds_without_warnings(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert (tmp_path / "exp.twisted.ExpService.html").exists()
+
+
+#: The public modules whose every call has a docstring (rendered by pydoctor).
+PUBLIC = ["exp", "exp.api", "exp.errors", "exp.twisted", "exp.twisted.testing"]
+
+
+def undocumented(module_name: str) -> list[str]:
+    """The public classes, functions, methods and properties of a module without a docstring."""
+    import importlib
+    import inspect
+
+    module = importlib.import_module(module_name)
+    missing = [] if (module.__doc__ or "").strip() else [module_name]
+    for name in module.__all__:
+        value = getattr(module, name)
+        members: list[tuple[str, object]] = [(name, value)]
+        for klass in value.__mro__ if inspect.isclass(value) else ():
+            if klass.__module__.startswith("exp"):
+                members += [(f"{name}.{attribute}", getattr(member, "__func__", member))
+                            for attribute, member in vars(klass).items()
+                            if not attribute.startswith("_")]
+        for label, member in members:
+            documented = (member.__doc__ or "").strip() and (
+                not inspect.isclass(member) or "__doc__" in vars(member))
+            if (callable(member) or isinstance(member, property)) and not documented:
+                missing.append(f"{module_name}.{label}")
+    return missing
+
+
+@pytest.mark.parametrize("module_name", PUBLIC)
+def test_every_public_call_has_a_docstring(module_name: str) -> None:
+    """Every public class, function, method and property of the SDK says what it does."""
+    assert undocumented(module_name) == []

@@ -13,15 +13,14 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
 from collections.abc import Iterator
 from typing import Any
 
 import attrs
 import pytest
-from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from ._eio import frame, unframe, utf16_length
 from ._fuzz import (
     HEAD_LIMIT,
     LOBBY,
@@ -32,10 +31,8 @@ from ._fuzz import (
     RawWebSocket,
     Watcher,
     call,
-    channel_id,
     check_serving,
     eio_query,
-    frame_payload,
     hostile_json,
     is_error_body,
     json_text,
@@ -44,21 +41,16 @@ from ._fuzz import (
     logged_failures,
     raw_request,
     repeat,
+    run_examples,
     start_fuzzed,
-    unframe_payload,
-    utf16_length,
 )
+from ._network import channel
 
 pytestmark = pytest.mark.slow
 
 #: Examples per test; raise EXP_FUZZ_EXAMPLES for a longer hunt.
-EXAMPLES = int(os.environ.get("EXP_FUZZ_EXAMPLES", "40"))
-FUZZ = settings(
-    max_examples=EXAMPLES, deadline=None, database=None, print_blob=True,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
-                           HealthCheck.filter_too_much],
-)
-WATCHED = channel_id(ORG, "fuzz-watch")
+EXAMPLES = 40
+WATCHED = channel(ORG, "fuzz-watch")
 
 
 @attrs.define
@@ -113,17 +105,14 @@ def network() -> Iterator[Network]:
 def fuzz(network: Network, strategy: st.SearchStrategy[Any], action: Any) -> None:
     """
     Run C{action} on hypothesis' examples of C{strategy}, then check the
-    server and the watchers.  (The C{@given} function is local: pytest-twisted
-    runs a C{@given} test's examples in a way these blocking tests cannot use.)
+    server and the watchers.
     """
 
-    @FUZZ
-    @given(example=strategy)
     def run(example: Any) -> None:
         action(network, example)
         network.check()
 
-    run()
+    run_examples(strategy, run, EXAMPLES)
 
 
 # -- strategies ----------------------------------------------------------------------------
@@ -135,8 +124,8 @@ json_texts = st.one_of(
     json_text,
 )
 channel_ids = st.one_of(
-    st.sampled_from([LOBBY, WATCHED, channel_id(ORG, "x", system=True),
-                     channel_id(ORG, "x", consumer=True), channel_id("other", "x"), "", "=",
+    st.sampled_from([LOBBY, WATCHED, channel(ORG, "x", system=True),
+                     channel(ORG, "x", consumer=True), channel("other", "x"), "", "=",
                      "W10=", "bnVsbA==", "WyJzY2FsYSIsIngiLDIsMF0="]),
     json_values,
 )
@@ -408,7 +397,7 @@ def open_polling(network: Network, identity: str) -> str:
     reply = raw_request(fuzzed.port, b"GET", eio_query(fuzzed.tokens[identity], "polling"),
                         [(b"Host", b"127.0.0.1")], None)
     assert reply.status == 200, reply
-    packets = unframe_payload(reply.body.decode("utf-8"))
+    packets = unframe(reply.body.decode("utf-8"))
     return str(json.loads(packets[0][1:])["sid"])
 
 
@@ -420,7 +409,7 @@ def upgrade(network: Network, example: tuple[str, str, list[str], list[str], boo
     target = eio_query(fuzzed.tokens[identity], "polling", sid)
     if before:
         reply = raw_request(fuzzed.port, b"POST", target, [(b"Host", b"127.0.0.1")],
-                            frame_payload(before).encode("utf-8", "surrogatepass"))
+                            frame(before).encode("utf-8", "surrogatepass"))
         assert reply.status < 500, reply
     websockets = []
     try:
@@ -466,7 +455,7 @@ def payloads(draw: st.DrawFn) -> bytes:
     kind = draw(st.sampled_from(["right", "wrong", "wrong", "raw", "bytes", "huge", "binary"]))
     packets = draw(st.lists(engineio_packets, min_size=1, max_size=5))
     if kind == "right":
-        return frame_payload(packets).encode("utf-8", "surrogatepass")
+        return frame(packets).encode("utf-8", "surrogatepass")
     if kind == "wrong":
         parts = []
         for packet in packets:
@@ -488,7 +477,7 @@ def payloads(draw: st.DrawFn) -> bytes:
                                      b"\x00\xff\xff", b"\x00" * 5]))
     size = draw(st.sampled_from([MAX_BODY - 10, MAX_BODY, MAX_BODY + 10]))
     packet = "4" + "x" * (size - 10)
-    return frame_payload([packet]).encode()[:size]
+    return frame([packet]).encode()[:size]
 
 
 def post_payloads(network: Network, example: tuple[str, list[bytes], bool]) -> None:
@@ -575,7 +564,7 @@ def test_odd_packet_ids_get_an_error_packet(network: Network, packet: str) -> No
 
 @pytest.mark.parametrize(("body", "status"), [
     ("\u00b2:2", 400), ("1\u0661:2", 400), ("5:42\u00b2[]", 200),
-    (frame_payload(["42" + "1" * 4301 + "[]"]), 200),
+    (frame(["42" + "1" * 4301 + "[]"]), 200),
 ])
 def test_odd_polling_lengths_and_ids(network: Network, body: str, status: int) -> None:
     """Lengths of non-ASCII digits are 400, odd packet ids are answered: never a 500."""

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -26,7 +25,6 @@ from urllib.parse import quote
 
 import attrs
 import pytest
-from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from exp.server.testing import DEMO
@@ -38,7 +36,6 @@ from ._fuzz import (
     ORG,
     Fuzzed,
     Reply,
-    channel_id,
     check_serving,
     hostile_json,
     is_error_body,
@@ -51,21 +48,18 @@ from ._fuzz import (
     near_limit_bodies,
     raw_request,
     repeat,
+    run_examples,
     server_claims,
     start_fuzzed,
     time_claims,
 )
-from .test_openapi import SPEC, operations, resolve
+from ._network import channel
+from ._openapi import SPEC, operations, resolve
 
 pytestmark = pytest.mark.slow
 
 #: Examples per operation; raise EXP_FUZZ_EXAMPLES for a longer hunt.
-EXAMPLES = int(os.environ.get("EXP_FUZZ_EXAMPLES", "25"))
-FUZZ = settings(
-    max_examples=EXAMPLES, deadline=None, database=None, print_blob=True,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
-                           HealthCheck.filter_too_much],
-)
+EXAMPLES = 25
 
 
 @attrs.frozen(repr=False)
@@ -298,8 +292,8 @@ HINTS: dict[str, st.SearchStrategy[Any]] = {
     "organization": st.sampled_from([ORG, "", "other"]),
     "type": st.sampled_from(["user", "device", "consumerApp", ""]),
     "channel": st.sampled_from([
-        LOBBY, channel_id(ORG, "lobby", consumer=True), channel_id(ORG, "test-uuid", system=True),
-        channel_id("other", "lobby"), channel_id("", "x"), "", "=", "W10=", "bnVsbA==",
+        LOBBY, channel(ORG, "lobby", consumer=True), channel(ORG, "test-uuid", system=True),
+        channel("other", "lobby"), channel("", "x"), "", "=", "W10=", "bnVsbA==",
         "WyJzY2FsYSIsIngiLDIsMF0=", "!!!",
     ]) | repeat("a", 5000),
     "name": st.sampled_from(["fling", "identify", "x", ""]),
@@ -422,6 +416,7 @@ def assert_sane(request: Request, reply: Reply | None) -> None:
 
 
 def fuzz_once(fuzzed: Fuzzed, request: Request) -> None:
+    """Send C{request}, check its answer, and that the server still serves."""
     reply = send(fuzzed, request)
     assert_sane(request, reply)
     check_serving(fuzzed)
@@ -430,18 +425,9 @@ def fuzz_once(fuzzed: Fuzzed, request: Request) -> None:
 def fuzz(fuzzed: Fuzzed, requests: st.SearchStrategy[Request]) -> None:
     """
     Send hypothesis' examples of C{requests}, checking each answer and that
-    the server still serves.  (The C{@given} function is local: pytest-twisted
-    runs a C{@given} test's examples in a way these blocking tests cannot use.)
+    the server still serves.
     """
-
-    @FUZZ
-    @given(request=requests)
-    def run(request: Request) -> None:
-        reply = send(fuzzed, request)
-        assert_sane(request, reply)
-        check_serving(fuzzed)
-
-    run()
+    run_examples(requests, lambda request: fuzz_once(fuzzed, request), EXAMPLES)
 
 
 @pytest.mark.parametrize("operation", OPERATIONS, ids=str)

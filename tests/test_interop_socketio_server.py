@@ -249,6 +249,8 @@ async def test_sdk_subscribes_several_listeners_and_channels(
     lobby, kiosk = service.get_channel("lobby"), service.get_channel("kiosk", consumer=True)
     lobby_listener = await within(lobby.listen("hi", timeout=TIMEOUT), "listen lobby")
     kiosk_listener = await within(kiosk.listen("hi", timeout=TIMEOUT), "listen kiosk")
+    # The server's log of the subscribe may reach the test after its answer reached the SDK.
+    await server.when("subscribe", check=lambda e: kiosk.id in e["channels"])
     assert {c for e in server.events if e["event"] == "subscribe" for c in e["channels"]} == {
         lobby.id, kiosk.id}
 

@@ -23,6 +23,7 @@ from exp.twisted._auth import Authenticator
 from exp.twisted._channels import Channel, Listener
 from exp.twisted._events import Events
 from exp.twisted._network import Heartbeat, _reconnect_policy
+from exp.twisted.testing import SessionSpy, session_spy
 
 HOST = "http://login.invalid:1"
 API = "http://api.invalid:2"
@@ -119,29 +120,15 @@ def test_heartbeat_stop_cancels_everything(when: float) -> None:
 # -- listeners ---------------------------------------------------------------------------
 
 
-class StandInService:
-    """
-    A stand-in for ExpService with just what a Listener and its Channel use:
-    the clock, the organization and the removal of a cancelled listener.
-    (The real service is covered end to end by the network tests.)
-    """
-
-    def __init__(self) -> None:
-        self.clock = Clock()
-        self.removed: list[Listener] = []
-
-    def _organization(self) -> str:
-        return "scala"
-
-    def _network_or_none_remove(self, listener: Listener) -> None:
-        self.removed.append(listener)
+def make_listener(max_age: float = 60, **options: Any) -> tuple[SessionSpy, Listener]:
+    """A listener on a session spy (the real session is covered by the network tests)."""
+    session, _ = session_spy()
+    return session, Listener(session, Channel(session, "lobby"), "hi", max_age, **options)
 
 
-def make_listener(max_age: float = 60, **options: Any) -> tuple[StandInService, Listener]:
-    service = StandInService()
-    channel = Channel(service, "lobby")  # type: ignore[arg-type]
-    return service, Listener(service, channel, "hi", max_age,  # type: ignore[arg-type]
-                             **options)
+def unsubscribed(session: SessionSpy) -> list[Any]:
+    """What the session was asked to unsubscribe, in order."""
+    return [call.args[0] for call in session.calls if call.name == "unsubscribe"]
 
 
 @contextmanager
@@ -177,23 +164,23 @@ def now(d: Deferred[Any]) -> Any:
 
 def test_listener_drops_broadcasts_older_than_max_age() -> None:
     """A queued broadcast is kept up to max_age seconds, then dropped from the queue."""
-    service, listener = make_listener(max_age=60)
+    session, listener = make_listener(max_age=60)
     listener.receive(body(1))
-    service.clock.advance(30)
+    session.clock.advance(30)
     listener.receive(body(2))
-    service.clock.advance(30)
+    session.clock.advance(30)
     first = now(listener.wait())
     assert first.payload == 1
-    service.clock.advance(30.5)
+    session.clock.advance(30.5)
     assert now(listener.wait()) is None
 
 
 def test_listener_expiry_keeps_younger_broadcasts() -> None:
     """Only the broadcasts past max_age go; younger ones stay queued in order."""
-    service, listener = make_listener(max_age=10)
+    session, listener = make_listener(max_age=10)
     for n in range(5):
         listener.receive(body(n))
-        service.clock.advance(3)
+        session.clock.advance(3)
     # received at 0, 3, 6, 9, 12; now 15: those at 0 and 3 are older than 10 s
     assert [now(listener.wait()).payload for _ in range(3)] == [2, 3, 4]
     assert now(listener.wait()) is None
@@ -211,42 +198,42 @@ def test_listener_wait_answers_queued_broadcasts_oldest_first() -> None:
 
 def test_listener_wait_times_out_with_none() -> None:
     """wait(timeout) answers None once the clock passes the timeout, and leaves no timer."""
-    service, listener = make_listener()
+    session, listener = make_listener()
     d = listener.wait(5)
-    service.clock.advance(4.9)
+    session.clock.advance(4.9)
     assert not d.called
-    service.clock.advance(0.1)
+    session.clock.advance(0.1)
     assert now(d) is None
-    assert service.clock.getDelayedCalls() == []
+    assert session.clock.getDelayedCalls() == []
 
 
 def test_listener_wait_gets_a_broadcast_arriving_in_time() -> None:
     """A broadcast arriving during wait(timeout) answers it and cancels its timer."""
-    service, listener = make_listener()
+    session, listener = make_listener()
     first, second = listener.wait(5), listener.wait(5)
-    service.clock.advance(2)
+    session.clock.advance(2)
     listener.receive(body("a"))
     assert now(first).payload == "a"
     assert not second.called
-    service.clock.advance(3)
+    session.clock.advance(3)
     assert now(second) is None
     listener.receive(body("b"))
     assert now(listener.wait()).payload == "b"
-    assert service.clock.getDelayedCalls() == []
+    assert session.clock.getDelayedCalls() == []
 
 
 def test_listener_cancel_answers_pending_waits_none() -> None:
     """cancel() answers every pending wait None, cancels timers and leaves the network."""
-    service, listener = make_listener()
+    session, listener = make_listener()
     waits = [listener.wait(5), listener.wait(None)]
     listener.cancel()
     assert [now(d) for d in waits] == [None, None]
-    assert service.clock.getDelayedCalls() == []
-    assert service.removed == [listener]
+    assert session.clock.getDelayedCalls() == []
+    assert unsubscribed(session) == [listener]
     listener.receive(body(1))
     assert now(listener.wait(5)) is None
     listener.cancel()
-    assert service.removed == [listener]
+    assert unsubscribed(session) == [listener]
 
 
 def test_listener_queue_keeps_the_newest_max_queue() -> None:

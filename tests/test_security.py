@@ -28,7 +28,7 @@ import jwt.algorithms
 import pytest
 import pytest_twisted
 from twisted.internet import reactor, task
-from twisted.logger import formatEvent, globalLogPublisher
+from twisted.logger import globalLogPublisher
 
 import exp.server
 import exp.server._auth as server_auth
@@ -49,12 +49,11 @@ from ._eio import (
     subscribe,
     unframe,
 )
-from ._support import Recorder
+from ._network import ORG, TRANSPORTS, channel
+from ._support import Recorder, render
 from .conftest import Answer, Http
 
-ORG = DEMO["organization"]
 USER_LOGIN = {"username": DEMO["username"], "password": DEMO["password"], "organization": ORG}
-TRANSPORTS = ["polling", "websocket"]
 #: A JSON body every endpoint would accept if the token were good.
 BODY = {"channel": "x", "name": "n", "id": "i", "pairingCode": "NOCODE", "payload": 1}
 
@@ -465,12 +464,6 @@ IDENTITIES = ["user", "device", "consumer", "unpaired", "restricted"]
 ACTIONS = ["listen", "broadcast", "respond"]
 
 
-def channel(organization: str, name: str, system: bool = False, consumer: bool = False) -> str:
-    """A channel id as PROTOCOL.md A3 spells it."""
-    raw = json.dumps([organization, name, int(system), int(consumer)], separators=(",", ":"))
-    return base64.b64encode(raw.encode("utf-8")).decode("ascii")
-
-
 @attrs.frozen
 class Cell:
     """One cell of the channel table."""
@@ -754,16 +747,6 @@ async def session(url: str, secrets: Secrets) -> None:
     finally:
         for service in services:
             await service.stopService()
-
-
-def render(event: dict[str, Any]) -> str:
-    """All that a log observer could write of C{event}: its text, traceback and fields."""
-    parts = [formatEvent(event)]
-    failure = event.get("log_failure")
-    if failure is not None:
-        parts.append(failure.getTraceback())
-    parts += [f"{key}={value!r}" for key, value in event.items()]
-    return "\n".join(parts)
 
 
 @pytest_twisted.ensureDeferred

@@ -49,7 +49,9 @@ def test_exp_server_help_lists_options(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     for option in ("--listen", "--db", "--seed", "--content", "--public-url",
                    "--token-lifetime", "--max-body", "--max-broadcast-timeout",
-                   "--cors-origin"):
+                   "--cors-origin",
+                   "--max-session-queue", "--max-session-messages", "--max-subscriptions",
+                   "--max-sessions-per-identity", "--max-responses", "--max-response-bytes"):
         assert option in result.stdout, option
 
 

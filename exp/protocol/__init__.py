@@ -1,12 +1,12 @@
 """
 Sans-I/O pieces of the EXP wire protocol shared by the SDK and the local
-server: channel ids, auth tokens, Engine.IO/Socket.IO packets.  Nothing
-here imports Twisted.
+server: channel ids, auth tokens, Engine.IO/Socket.IO packets, and the JSON
+they carry.  Nothing here imports Twisted.
 """
 
 from exp.protocol import _engineio as engineio
 from exp.protocol._channels import ChannelId, InvalidChannelId, encode_channel
-from exp.protocol._engineio import strict_json
+from exp.protocol._json import strict_json
 from exp.protocol._tokens import (
     InvalidToken,
     consumer_app_token,

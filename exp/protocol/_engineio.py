@@ -8,17 +8,55 @@ Pure functions over text; no sockets, no Twisted.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterable
+from enum import IntEnum
 from typing import Any
 
 import attrs
 
-# Engine.IO packet types.
-OPEN, CLOSE, PING, PONG, MESSAGE, UPGRADE, NOOP = range(7)
+from exp.protocol._json import strict_json
 
-# Socket.IO packet types.
-CONNECT, DISCONNECT, EVENT, ACK, ERROR, BINARY_EVENT, BINARY_ACK = range(7)
+
+class PacketType(IntEnum):
+    """The type of an Engine.IO packet: its first character."""
+
+    OPEN = 0
+    CLOSE = 1
+    PING = 2
+    PONG = 3
+    MESSAGE = 4
+    UPGRADE = 5
+    NOOP = 6
+
+
+class SocketIOPacketType(IntEnum):
+    """The type of a Socket.IO packet: its first character."""
+
+    CONNECT = 0
+    DISCONNECT = 1
+    EVENT = 2
+    ACK = 3
+    ERROR = 4
+    BINARY_EVENT = 5
+    BINARY_ACK = 6
+
+
+class ErrorCode(IntEnum):
+    """The codes of engine.io 3's errors, answered as C{{code, message}}."""
+
+    UNKNOWN_TRANSPORT = 0
+    UNKNOWN_SID = 1
+    BAD_HANDSHAKE_METHOD = 2
+    BAD_REQUEST = 3
+    FORBIDDEN = 4
+    UNSUPPORTED_PROTOCOL = 5
+
+
+OPEN, CLOSE, PING, PONG, MESSAGE, UPGRADE, NOOP = PacketType
+CONNECT, DISCONNECT, EVENT, ACK, ERROR, BINARY_EVENT, BINARY_ACK = SocketIOPacketType
+
+_PACKET_TYPES = dict(zip("0123456", PacketType, strict=True))
+_SOCKETIO_PACKET_TYPES = dict(zip("0123456", SocketIOPacketType, strict=True))
 
 
 class ProtocolError(ValueError):
@@ -29,18 +67,25 @@ class ProtocolError(ValueError):
 class Packet:
     """An Engine.IO packet: a type digit and text data."""
 
-    type: int
+    type: PacketType
     data: str = ""
 
     def encode(self) -> str:
-        return f"{self.type}{self.data}"
+        """The packet as text: its type digit, then its data."""
+        return f"{self.type:d}{self.data}"
 
     @classmethod
     def decode(cls, text: str) -> Packet:
         """@raise ProtocolError: if C{text} is not a text Engine.IO packet."""
-        if not text or text[0] not in "0123456":
+        kind = _PACKET_TYPES.get(text[:1])
+        if kind is None:
             raise ProtocolError(f"not an Engine.IO packet: {text[:20]!r}")
-        return cls(int(text[0]), text[1:])
+        return cls(kind, text[1:])
+
+
+def utf8_size(text: str) -> int:
+    """The length of C{text} in UTF-8, without encoding it when it is ASCII."""
+    return len(text) if text.isascii() else len(text.encode("utf-8"))
 
 
 def utf16_length(text: str) -> int:
@@ -61,11 +106,15 @@ def _utf16_prefix(text: str, start: int, units: int) -> int:
 
 def encode_payload(packets: Iterable[Packet]) -> str:
     """A polling payload: each packet as C{<length>:<packet>}."""
-    parts = []
-    for packet in packets:
-        encoded = packet.encode()
-        parts.append(f"{utf16_length(encoded)}:{encoded}")
-    return "".join(parts) or "0:"
+    return encode_text_payload(packet.encode() for packet in packets) or "0:"
+
+
+def encode_text_payload(packets: Iterable[str]) -> str:
+    """
+    A polling payload of packets already encoded: each as
+    C{<length>:<packet>}, the length in UTF-16 code units.
+    """
+    return "".join(f"{utf16_length(packet)}:{packet}" for packet in packets)
 
 
 def encode_binary_payload(packets: Iterable[str]) -> bytes:
@@ -109,13 +158,14 @@ def decode_payload(text: str) -> list[Packet]:
 class SocketIOPacket:
     """A Socket.IO packet carried by an Engine.IO message."""
 
-    type: int
+    type: SocketIOPacketType
     data: Any = None
     namespace: str = "/"
     id: int | None = None
 
     def encode(self) -> str:
-        out = str(self.type)
+        """The packet as text: type, namespace unless C{/}, id, JSON data."""
+        out = f"{self.type:d}"
         if self.namespace != "/":
             out += self.namespace + ","
         if self.id is not None:
@@ -127,9 +177,9 @@ class SocketIOPacket:
     @classmethod
     def decode(cls, text: str) -> SocketIOPacket:
         """@raise ProtocolError: if C{text} is not a text Socket.IO packet."""
-        if not text or text[0] not in "0123456":
+        kind = _SOCKETIO_PACKET_TYPES.get(text[:1])
+        if kind is None:
             raise ProtocolError(f"not a Socket.IO packet: {text[:20]!r}")
-        kind = int(text[0])
         if kind in (BINARY_EVENT, BINARY_ACK):
             raise ProtocolError("binary Socket.IO packets are not supported")
         i = 1
@@ -153,75 +203,6 @@ class SocketIOPacket:
             except ValueError as e:
                 raise ProtocolError(f"Socket.IO packet data is not JSON: {e}") from None
         return cls(kind, data, namespace, packet_id)
-
-
-def _not_json(constant: str) -> Any:
-    """Refuse what Python's json accepts but JSON is not: NaN and Infinity."""
-    raise ValueError(f"{constant} is not a JSON value")
-
-
-def _finite(text: str) -> float:
-    """A number too large for a float would come back as Infinity: refuse it."""
-    value = float(text)
-    if value in (float("inf"), float("-inf")):
-        raise ValueError(f"the number {text[:20]} is too large")
-    return value
-
-
-#: The deepest nesting L{strict_json} accepts: whatever it returns can be
-#: encoded again, wrapped in a few more levels, from any stack depth.
-MAX_DEPTH = 500
-#: Where a lone surrogate could come from: an escape, or one already in the text.
-_SURROGATE_SOURCE = re.compile(r"\\u[dD][89abcdefABCDEF]|[\ud800-\udfff]")
-_SURROGATE = re.compile(r"[\ud800-\udfff]")
-
-
-def _too_deep(value: Any) -> bool:
-    """Whether C{value} nests containers deeper than L{MAX_DEPTH}."""
-    level = [value]
-    for _ in range(MAX_DEPTH):
-        level = [child for item in level
-                 for child in (item.values() if isinstance(item, dict) else item)
-                 if isinstance(child, (list, dict))]
-        if not level:
-            return False
-    return True
-
-
-def _has_lone_surrogate(value: Any) -> bool:
-    """Whether C{value} holds a string (or key) that is not Unicode text."""
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, str):
-            if _SURROGATE.search(item):
-                return True
-        elif isinstance(item, dict):
-            stack.extend(item)
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
-    return False
-
-
-def strict_json(text: str | bytes) -> Any:
-    """
-    Decode standard JSON only: no C{NaN}/C{Infinity}, no number beyond a
-    float's range, no nesting deeper than L{MAX_DEPTH}, no string with a
-    lone surrogate (C{"\\ud800"}: not text, and not encodable).
-
-    @raise ValueError: if C{text} is not such JSON.
-    """
-    try:
-        value = json.loads(text, parse_constant=_not_json, parse_float=_finite)
-    except RecursionError:
-        raise ValueError("JSON nested too deeply") from None
-    source = text if isinstance(text, str) else text.decode("utf-8", "replace")
-    if source.count("[") + source.count("{") > MAX_DEPTH and _too_deep(value):
-        raise ValueError(f"JSON nested more than {MAX_DEPTH} deep")
-    if _SURROGATE_SOURCE.search(source) and _has_lone_surrogate(value):
-        raise ValueError("a string holds a lone UTF-16 surrogate")
-    return value
 
 
 def event(name: str, data: Any) -> str:

@@ -8,6 +8,7 @@ subscribers of one process.
 
 from __future__ import annotations
 
+import json
 import uuid as uuidlib
 from collections import defaultdict
 from typing import Any
@@ -20,6 +21,16 @@ from zope.interface import Interface, implementer
 
 from exp.protocol import engineio as eio
 
+#: What one broadcast collects at most by default: responses, and their
+#: bytes (as JSON).  Past either, further responses are dropped.
+MAX_RESPONSES = 1000
+MAX_RESPONSE_BYTES = 8 << 20
+
+
+def json_size(value: Any) -> int:
+    """The bytes of C{value} as compact JSON."""
+    return eio.utf8_size(json.dumps(value, separators=(",", ":"), ensure_ascii=False))
+
 
 class Message:
     """
@@ -27,17 +38,24 @@ class Message:
     "payload"}}; its Engine.IO frame is encoded once for all subscribers.
     """
 
-    __slots__ = ("_frame", "body")
+    __slots__ = ("_frame", "_size", "body")
 
     def __init__(self, body: dict[str, Any]) -> None:
         self.body = body
         self._frame: str | None = None
+        self._size = -1
 
     def frame(self) -> str:
         """The Engine.IO text of the Socket.IO C{broadcast} event."""
         if self._frame is None:
             self._frame = eio.event("broadcast", self.body)
         return self._frame
+
+    def size(self) -> int:
+        """The bytes of L{frame} in UTF-8."""
+        if self._size < 0:
+            self._size = eio.utf8_size(self.frame())
+        return self._size
 
 
 class ISubscriber(Interface):
@@ -65,12 +83,14 @@ class IHub(Interface):
     def unsubscribe_all(subscriber: ISubscriber) -> None:
         """Deliver nothing more to C{subscriber}."""
 
-    def broadcast(channel: str, name: str, payload: Any,
-                  timeout: float) -> Deferred[list[Any]]:
+    def broadcast(channel: str, name: str, payload: Any, timeout: float,
+                  max_responses: int = MAX_RESPONSES,
+                  max_bytes: int = MAX_RESPONSE_BYTES) -> Deferred[list[Any]]:
         """
         Deliver a message to every subscriber of C{channel} and collect the
-        responses for C{timeout} seconds.  Cancelling the result stops the
-        collection.
+        responses for C{timeout} seconds: at most C{max_responses} of them,
+        of at most C{max_bytes} together (as JSON); the others are dropped.
+        Cancelling the result stops the collection.
         """
 
     def notify(channel: str, name: str, payload: Any) -> None:
@@ -79,9 +99,35 @@ class IHub(Interface):
     def respond(broadcast_id: str, channel: str, payload: Any) -> bool:
         """
         Add a response to the broadcast C{broadcast_id} on C{channel};
-        whether a broadcast of this process took it.  A hub spanning
-        processes passes it on to the others.
+        whether a broadcast of this process took it (or dropped it past its
+        caps).  A hub spanning processes passes it on to the others.
         """
+
+
+class _Collection:
+    """The responses one broadcast is collecting, within its caps."""
+
+    __slots__ = ("channel", "dropped", "max_bytes", "max_responses", "responses", "size")
+
+    def __init__(self, channel: str, max_responses: int, max_bytes: int) -> None:
+        self.channel = channel
+        self.max_responses = max_responses
+        self.max_bytes = max_bytes
+        self.responses: list[Any] = []
+        self.size = 0
+        self.dropped = 0
+
+    def add(self, payload: Any) -> None:
+        """Keep C{payload}, unless it would take the collection past a cap."""
+        if len(self.responses) >= self.max_responses:
+            self.dropped += 1
+            return
+        size = json_size(payload)
+        if self.size + size > self.max_bytes:
+            self.dropped += 1
+            return
+        self.size += size
+        self.responses.append(payload)
 
 
 @implementer(IHub)
@@ -94,7 +140,7 @@ class LocalHub:
         self._clock = clock
         self._subscribers: defaultdict[str, set[ISubscriber]] = defaultdict(set)
         self._channels_of: defaultdict[ISubscriber, set[str]] = defaultdict(set)
-        self._collecting: dict[str, tuple[str, list[Any]]] = {}
+        self._collecting: dict[str, _Collection] = {}
 
     def open(self, deployment: str) -> Deferred[None]:
         return succeed(None)
@@ -151,12 +197,19 @@ class LocalHub:
         if published is not None:
             published.addErrback(self._publish_failed, "notification")
 
-    def broadcast(self, channel: str, name: str, payload: Any,
-                  timeout: float) -> Deferred[list[Any]]:
-        responses: list[Any] = []
+    def broadcast(self, channel: str, name: str, payload: Any, timeout: float,
+                  max_responses: int = MAX_RESPONSES,
+                  max_bytes: int = MAX_RESPONSE_BYTES) -> Deferred[list[Any]]:
+        collection = _Collection(channel, max_responses, max_bytes)
+        responses = collection.responses
 
         def finish() -> None:
             self._collecting.pop(broadcast_id, None)
+            if collection.dropped:
+                self._log.warn(
+                    "a broadcast dropped {dropped} responses past its caps of {count} "
+                    "responses and {size} bytes", dropped=collection.dropped,
+                    count=max_responses, size=max_bytes)
             if published is None or published.called:
                 if not d.called:
                     d.callback(responses)
@@ -176,7 +229,7 @@ class LocalHub:
 
         d: Deferred[list[Any]] = Deferred(cancel)
         broadcast_id = uuidlib.uuid4().hex
-        self._collecting[broadcast_id] = (channel, responses)
+        self._collecting[broadcast_id] = collection
         published = self._send(broadcast_id, channel, name, payload)
         call = self._clock.callLater(timeout, finish)
         if published is not None:
@@ -192,10 +245,10 @@ class LocalHub:
         return False
 
     def _collect(self, broadcast_id: str, channel: str, payload: Any) -> bool:
-        collecting = self._collecting.get(broadcast_id)
-        if collecting is None or collecting[0] != channel:
+        collection = self._collecting.get(broadcast_id)
+        if collection is None or collection.channel != channel:
             return False
-        collecting[1].append(payload)
+        collection.add(payload)
         return True
 
     def _publish_failed(self, failure: Failure, what: str) -> None:

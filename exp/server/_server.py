@@ -48,9 +48,17 @@ from exp.server._auth import (
 from exp.server._console import ConsoleFiles, to_console
 from exp.server._cors import ANY as ANY_ORIGIN
 from exp.server._cors import CORS, normalize_origins
-from exp.server._hub import IHub, LocalHub
+from exp.server._engineio import EngineIOResource
+from exp.server._hub import MAX_RESPONSE_BYTES, MAX_RESPONSES, IHub, LocalHub
 from exp.server._limits import Lockouts, TokenBuckets, too_many
-from exp.server._network import EngineIOResource, Network
+from exp.server._network import (
+    MAX_SESSION_MESSAGES,
+    MAX_SESSION_QUEUE,
+    MAX_SESSIONS_PER_IDENTITY,
+    MAX_SUBSCRIPTIONS,
+    Limits,
+    RealTimeNetwork,
+)
 from exp.server._presence import LEASE, STATUS, Presence
 from exp.server._query import UNSET, InvalidQuery, Query
 from exp.server._revocation import Key, Revocations, key_of
@@ -109,6 +117,16 @@ class ServerConfig:
         decompressed.
     @ivar cors_origins: the origins whose web pages may call the API and
         poll the network (C{"*"}: any; none: no cross-origin page).
+    @ivar max_session_queue: bytes of packets a network session may have
+        waiting for its client (not polled, or not read off its WebSocket);
+        past it the session is closed.
+    @ivar max_session_messages: the same in packets.
+    @ivar max_subscriptions: channels one network session may listen to.
+    @ivar max_sessions_per_identity: network sessions one identity may
+        hold; a new one closes its oldest.  An unpaired device holds one.
+    @ivar max_responses: responses one broadcast collects; more are dropped.
+    @ivar max_response_bytes: bytes (as JSON) of the responses one broadcast
+        collects; more are dropped.
     """
 
     public_url: str | None = None
@@ -143,6 +161,12 @@ class ServerConfig:
     presence_lease: float = LEASE
     cors_origins: tuple[str, ...] = attrs.field(default=(ANY_ORIGIN,),
                                                 converter=normalize_origins)
+    max_session_queue: int = MAX_SESSION_QUEUE
+    max_session_messages: int = MAX_SESSION_MESSAGES
+    max_subscriptions: int = MAX_SUBSCRIPTIONS
+    max_sessions_per_identity: int = MAX_SESSIONS_PER_IDENTITY
+    max_responses: int = MAX_RESPONSES
+    max_response_bytes: int = MAX_RESPONSE_BYTES
 
 
 def _unauthorized(message: str, code: str = "auth.invalid") -> HttpError:
@@ -237,10 +261,16 @@ class ExpServer:
                                        self._revoked)
         self.router = Router()
         self._add_routes()
-        self.network = Network(
+        self.network = RealTimeNetwork(
             self.hub, self._identify_token, reactor,
             ping_interval=self.config.ping_interval, ping_timeout=self.config.ping_timeout,
             max_message=self.config.max_body,
+            limits=Limits(
+                queue_bytes=self.config.max_session_queue,
+                queue_messages=self.config.max_session_messages,
+                subscriptions=self.config.max_subscriptions,
+                sessions_per_identity=self.config.max_sessions_per_identity,
+            ),
         )
         self.presence = Presence(storage, self._notify_status, reactor,
                                  self.config.presence_lease)
@@ -276,7 +306,8 @@ class ExpServer:
         origins = self.config.cors_origins
         methods = {method for method, _ in self.router.routes()}
         root.putChild(b"api", CORS(self.router, origins, methods))
-        root.putChild(b"socket.io", CORS(EngineIOResource(self.network), origins, ["GET", "POST"]))
+        network = EngineIOResource(self.network.engine)
+        root.putChild(b"socket.io", CORS(network, origins, ["GET", "POST"]))
         root.putChild(b"console", ConsoleFiles())
         return root
 
@@ -846,7 +877,10 @@ class ExpServer:
         name = body.get("name")
         if not isinstance(name, str) or not name:
             raise bad_request("broadcast.nameRequired", "a broadcast needs a name (a string)")
-        return await self.hub.broadcast(channel.encode(), name, body.get("payload"), timeout)
+        return await self.hub.broadcast(
+            channel.encode(), name, body.get("payload"), timeout,
+            max_responses=self.config.max_responses,
+            max_bytes=self.config.max_response_bytes)
 
     def _timeout(self, raw: str | None) -> float:
         if raw is None or raw.strip() in UNSET:

@@ -328,7 +328,9 @@ class NotFound(resource.Resource):
 
 _PATH_TOKEN = re.compile(rb"/_rt=[^/]*")
 #: Query parameters whose values the access log never shows.
-REDACTED_PARAMETERS = frozenset({"token", "_rt", "secret", "apiKey", "password"})
+#: C{sid} is an Engine.IO session's id, which lets whoever holds it (with
+#: a token of its identity) poll that session.
+REDACTED_PARAMETERS = frozenset({"token", "_rt", "secret", "apiKey", "password", "sid"})
 
 
 def redact_uri(uri: bytes) -> bytes:

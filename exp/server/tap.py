@@ -34,6 +34,13 @@ from exp.server._auth import PASSWORD_COST
 from exp.server._cors import ANY as ANY_ORIGIN
 from exp.server._cors import normalize_origin
 from exp.server._feeds import FETCH_TIMEOUT, MAX_FEED_BYTES
+from exp.server._hub import MAX_RESPONSE_BYTES, MAX_RESPONSES
+from exp.server._network import (
+    MAX_SESSION_MESSAGES,
+    MAX_SESSION_QUEUE,
+    MAX_SESSIONS_PER_IDENTITY,
+    MAX_SUBSCRIPTIONS,
+)
 from exp.server._presence import LEASE
 from exp.server._seed import SeedError, demo_seed_path, load_seed
 from exp.server._server import ExpServer, ServerConfig, make_hub, make_storage
@@ -122,6 +129,25 @@ class Options(PlainOptions):
         ["feed-max-bytes", None, MAX_FEED_BYTES,
          "Largest feed source in bytes, as received and as decompressed.",
          _positive(int, "feed-max-bytes")],
+        ["max-session-queue", None, MAX_SESSION_QUEUE,
+         "Bytes a network session may have waiting for its client (not polled, or "
+         "not read off its WebSocket) before it is closed; at least --max-body.",
+         _positive(int, "max-session-queue")],
+        ["max-session-messages", None, MAX_SESSION_MESSAGES,
+         "Packets a network session may have waiting for its client before it is closed.",
+         _positive(int, "max-session-messages")],
+        ["max-subscriptions", None, MAX_SUBSCRIPTIONS,
+         "Channels one network session may listen to.",
+         _positive(int, "max-subscriptions")],
+        ["max-sessions-per-identity", None, MAX_SESSIONS_PER_IDENTITY,
+         "Network sessions one identity may hold; one more closes its oldest.",
+         _positive(int, "max-sessions-per-identity")],
+        ["max-responses", None, MAX_RESPONSES,
+         "Responses one broadcast collects; more are dropped.",
+         _positive(int, "max-responses")],
+        ["max-response-bytes", None, MAX_RESPONSE_BYTES,
+         "Bytes of the responses one broadcast collects; more are dropped.",
+         _positive(int, "max-response-bytes")],
     ]
 
     def __init__(self) -> None:
@@ -162,6 +188,10 @@ class Options(PlainOptions):
             _require("psycopg_pool", "--db postgresql://", "postgresql")
         if self["redis"]:
             _require("redis.asyncio", "--redis", "redis")
+        if self["max-session-queue"] < self["max-body"]:
+            raise usage.UsageError(
+                "--max-session-queue must be at least --max-body: a session closes "
+                "when one broadcast does not fit in its queue")
 
 
 def _require(module: str, option: str, extra: str) -> None:
@@ -229,6 +259,12 @@ def makeService(options: Options) -> service.IService:
         feed_max_bytes=options["feed-max-bytes"],
         presence_lease=options["presence-lease"],
         cors_origins=options["cors-origins"] or [ANY_ORIGIN],
+        max_session_queue=options["max-session-queue"],
+        max_session_messages=options["max-session-messages"],
+        max_subscriptions=options["max-subscriptions"],
+        max_sessions_per_identity=options["max-sessions-per-identity"],
+        max_responses=options["max-responses"],
+        max_response_bytes=options["max-response-bytes"],
     )
     server = ExpServer(make_storage(options["db"], reactor), options["organizations"],
                        config, reactor=reactor, hub=make_hub(options["redis"], reactor))

@@ -7,29 +7,39 @@ from __future__ import annotations
 import copy
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from twisted.internet.defer import Deferred, ensureDeferred, maybeDeferred, succeed
+from twisted.internet.defer import (
+    CancelledError,
+    Deferred,
+    TimeoutError,
+    ensureDeferred,
+    maybeDeferred,
+    succeed,
+)
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 
-from exp._options import MAX_SECONDS
-from exp.errors import RuntimeError
+from exp._options import MAX_SECONDS, check_count, check_seconds
+from exp.errors import NetworkError, RuntimeError
 from exp.protocol import encode_channel
 from exp.twisted._http import encode_json
-
-if TYPE_CHECKING:
-    from exp.twisted._service import ExpService
+from exp.twisted._session import HasSession, Session, session_of
 
 
 class Broadcast:
     """
-    One broadcast received by a listener: C{name}, C{payload} (this
-    listener's own copy), C{channel} and the server-made C{id}.
+    One broadcast received by a listener.
+
+    @ivar name: the broadcast's name.
+    @ivar payload: the broadcast's payload: this listener's own copy.
+    @ivar channel: the L{Channel} it came on.
+    @ivar id: the id the server gave it (what a response names).
     """
 
-    def __init__(self, service: ExpService, channel: Channel, body: dict[str, Any]) -> None:
-        self._service = service
+    def __init__(self, session: Session | HasSession, channel: Channel,
+                 body: dict[str, Any]) -> None:
+        self._session = session_of(session)
         self.channel = channel
         self.id: str | None = body.get("id")
         self.name: str | None = body.get("name")
@@ -38,7 +48,10 @@ class Broadcast:
     def respond(self, payload: Any = None) -> Deferred[None]:
         """Send a response to the broadcaster (C{TypeError} if not JSON)."""
         encode_json(payload)
-        return ensureDeferred(self._service._respond(self, payload))
+        return ensureDeferred(self._respond(payload))
+
+    async def _respond(self, payload: Any) -> None:
+        await self._session.respond(self.channel.id, self.id, payload)
 
     def __repr__(self) -> str:
         return f"<Broadcast {self.name!r} on {self.channel.name!r} id={self.id}>"
@@ -57,16 +70,25 @@ class Listener:
     C{max_queue} callbacks have not finished), or iterated with
     C{async for}.  Drops are logged, once when they start and once, with
     their count, when the listener has caught up.
+
+    L{Channel.listen} makes listeners; one made directly receives once its
+    session subscribes it (L{Session.subscribe}).
+
+    @ivar channel: the L{Channel} listened on.
+    @ivar name: the name of the broadcasts received.
+    @ivar max_age: seconds a broadcast stays queued for L{wait}.
+    @ivar max_queue: the most broadcasts queued, or callbacks not finished.
+    @ivar cancelled: whether L{cancel} was called (or the instance stopped).
     """
 
     _log = Logger()
 
-    def __init__(self, service: ExpService, channel: Channel, name: str, max_age: float,
-                 callback: Callable[[Broadcast], Any] | None = None,
+    def __init__(self, session: Session | HasSession, channel: Channel, name: str,
+                 max_age: float, callback: Callable[[Broadcast], Any] | None = None,
                  max_queue: int = MAX_QUEUE) -> None:
-        self._service = service
+        self._session = session_of(session)
         self.channel = channel
-        self.channel_id = channel.id
+        self._channel_id: str | None = None
         self.name = name
         self.max_age = max_age
         self.max_queue = max_queue
@@ -77,6 +99,13 @@ class Listener:
         self._waiters: deque[tuple[Deferred[Broadcast | None], IDelayedCall | None]] = deque()
         self.cancelled = False
 
+    @property
+    def channel_id(self) -> str:
+        """The channel's id on the wire, fixed when first read (once logged in)."""
+        if self._channel_id is None:
+            self._channel_id = self.channel.id
+        return self._channel_id
+
     def receive(self, body: dict[str, Any]) -> None:
         """Take a broadcast of this listener's channel (ignored if not its name)."""
         if self.cancelled or body.get("name") != self.name:
@@ -86,12 +115,12 @@ class Listener:
                 self._drop("callbacks have not finished; dropping new broadcasts")
                 return
             self._running += 1
-            d = maybeDeferred(self._callback, Broadcast(self._service, self.channel, body))
+            d = maybeDeferred(self._callback, Broadcast(self._session, self.channel, body))
             d.addErrback(lambda f: self._log.failure(
                 "a listener callback for {name!r} failed", f, name=self.name))
             d.addBoth(self._finished)
             return
-        broadcast = Broadcast(self._service, self.channel, body)
+        broadcast = Broadcast(self._session, self.channel, body)
         while self._waiters:
             d, timer = self._waiters.popleft()
             if timer is not None and timer.active():
@@ -99,7 +128,7 @@ class Listener:
             if not d.called:
                 d.callback(broadcast)
                 return
-        self._queue.append((self._service.clock.seconds(), broadcast))
+        self._queue.append((self._session.clock.seconds(), broadcast))
         self._expire()
         if len(self._queue) > self.max_queue:
             self._queue.popleft()
@@ -126,7 +155,7 @@ class Listener:
             self._dropped = 0
 
     def _expire(self) -> None:
-        oldest = self._service.clock.seconds() - self.max_age
+        oldest = self._session.clock.seconds() - self.max_age
         while self._queue and self._queue[0][0] < oldest:
             self._queue.popleft()
         if not self._queue:
@@ -163,7 +192,7 @@ class Listener:
         d: Deferred[Broadcast | None] = Deferred(cancel)
         timer = None
         if timeout is not None:
-            timer = self._service.clock.callLater(timeout, self._time_out, d)
+            timer = self._session.clock.callLater(timeout, self._time_out, d)
         self._waiters.append((d, timer))
         return d
 
@@ -181,7 +210,7 @@ class Listener:
         self.cancelled = True
         self._queue.clear()
         self._caught_up()
-        self._service._network_or_none_remove(self)
+        self._session.unsubscribe(self)
         waiters, self._waiters = self._waiters, deque()
         for d, timer in waiters:
             if timer is not None and timer.active():
@@ -190,9 +219,11 @@ class Listener:
                 d.callback(None)
 
     def __aiter__(self) -> Listener:
+        """The listener itself: C{async for broadcast in listener} waits for each."""
         return self
 
     async def __anext__(self) -> Broadcast:
+        """The next broadcast, waiting for ever; the iteration ends once cancelled."""
         broadcast = await self.wait(None)
         if broadcast is None:
             raise StopAsyncIteration
@@ -203,15 +234,20 @@ class Channel:
     """
     A named channel of the organization; cheap, no I/O until used.
 
+    @ivar name: the channel's name.
     @ivar system: carries server notifications; nobody may broadcast on it.
     @ivar consumer: the only kind of channel consumer apps may use.
+    @raise exp.RuntimeError: if the name is not a non-empty string, or the
+        session has been stopped.
     """
 
-    def __init__(self, service: ExpService, name: str, system: bool = False,
+    def __init__(self, session: Session | HasSession, name: str, system: bool = False,
                  consumer: bool = False) -> None:
+        self._session = session_of(session)
+        if self._session.stopped:
+            raise RuntimeError("this EXP instance has been stopped")
         if not isinstance(name, str) or not name:
             raise RuntimeError("a channel's name must be a non-empty string")
-        self._service = service
         self.name = name
         self.system = bool(system)
         self.consumer = bool(consumer)
@@ -219,7 +255,7 @@ class Channel:
     @property
     def id(self) -> str:
         """The channel's id on the wire (needs the organization: authenticated)."""
-        return encode_channel(self._service._organization(), self.name, self.system,
+        return encode_channel(self._session.organization, self.name, self.system,
                               self.consumer)
 
     def broadcast(self, name: str, payload: Any = None,
@@ -232,7 +268,12 @@ class Channel:
         if not isinstance(name, str) or not name:
             raise RuntimeError("a broadcast's name must be a non-empty string")
         encode_json(payload)
-        return ensureDeferred(self._service._broadcast(self, name, payload, timeout))
+        return ensureDeferred(self._broadcast(name, payload, timeout))
+
+    async def _broadcast(self, name: str, payload: Any, timeout: float) -> list[Any]:
+        seconds = check_seconds(timeout)
+        await self._session.authenticated()  # the channel's id needs the organization
+        return await self._session.broadcast(self.id, name, payload, seconds)
 
     def fling(self, payload: Any = None, timeout: float = 0.1) -> Deferred[list[Any]]:
         """A broadcast named C{fling}."""
@@ -249,6 +290,9 @@ class Channel:
         A listener for broadcasts named C{name}, once the server confirms the
         subscription (L{NetworkError} after C{timeout} seconds).
 
+        @param callback: called with each L{Broadcast} (it may return a
+            Deferred); without one, broadcasts are queued for
+            L{Listener.wait}.
         @param max_age: seconds a broadcast stays queued for L{Listener.wait}.
         @param max_queue: the most broadcasts queued for L{Listener.wait}
             (the oldest is dropped past it), or handed to C{callback} and not
@@ -258,8 +302,26 @@ class Channel:
             raise RuntimeError("a listener's name must be a non-empty string")
         if callback is not None and not callable(callback):
             raise RuntimeError("callback must be callable")
-        return ensureDeferred(self._service._listen(self, name, callback, timeout, max_age,
-                                                    max_queue))
+        return ensureDeferred(self._listen(name, callback, timeout, max_age, max_queue))
+
+    async def _listen(self, name: str, callback: Callable[[Broadcast], Any] | None,
+                      timeout: float, max_age: float, max_queue: int) -> Listener:
+        check_seconds(timeout)
+        check_seconds(max_age, "max_age")
+        check_count(max_queue, "max_queue", "broadcasts")
+        listener = Listener(self._session, self, name, max_age, callback, max_queue)
+        try:
+            await self._session.subscribe(listener, timeout)
+        except (CancelledError, TimeoutError):
+            listener.cancel()
+            raise NetworkError(
+                f"the network did not confirm listening on {self.name!r}"
+                f" within {timeout:g} s"
+            ) from None
+        except Exception:
+            listener.cancel()
+            raise
+        return listener
 
     def __repr__(self) -> str:
         return f"<Channel {self.name!r} system={self.system} consumer={self.consumer}>"

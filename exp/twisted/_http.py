@@ -43,11 +43,9 @@ from twisted.web.iweb import (
 )
 from zope.interface import implementer
 
-from exp.errors import ApiError, AuthenticationError, NetworkError, UnexpectedError
+from exp.errors import ApiError, AuthenticationError, NetworkError, RuntimeError, UnexpectedError
+from exp.twisted._session import NO_BODY
 from exp.twisted._wrapping import WrappingEndpoint
-
-#: Marks a call without a body.
-NO_BODY = object()
 
 #: The largest response body read by default, in bytes (32 MiB).
 MAX_RESPONSE_SIZE = 32 << 20
@@ -66,6 +64,33 @@ def encode_json(payload: Any) -> bytes:
         return json.dumps(payload, separators=(",", ":"), allow_nan=False).encode("utf-8")
     except (TypeError, ValueError) as e:
         raise TypeError(f"payload is not JSON-serializable: {e}") from None
+
+
+def encode_params(params: Any) -> Any:
+    """
+    Query parameters as treq takes them: each value a string (C{True} as
+    C{true}), or a list of strings; C{None} values left out.
+
+    @raise exp.RuntimeError: if C{params} is not a dict, or not valid text.
+    """
+    if params is None:
+        return None
+    if not isinstance(params, dict):
+        raise RuntimeError("params is a dict of query parameters")
+    out: dict[str, Any] = {}
+    for key, value in params.items():
+        if value is None:
+            continue
+        if isinstance(value, bool):
+            value = "true" if value else "false"
+        out[str(key)] = [str(v) for v in value] if isinstance(value, (list, tuple)) else str(
+            value)
+    try:
+        "".join(out).encode("utf-8")
+        "".join(v if isinstance(v, str) else "".join(v) for v in out.values()).encode("utf-8")
+    except UnicodeEncodeError:
+        raise RuntimeError("query parameters must be valid text (no lone surrogates)") from None
+    return out
 
 
 def error_for(status: int, body: Any) -> Exception:

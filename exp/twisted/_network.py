@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
@@ -30,10 +30,8 @@ from zope.interface import implementer
 from exp.errors import NetworkError
 from exp.protocol import engineio as eio
 from exp.twisted._events import Events
+from exp.twisted._session import Subscriber
 from exp.twisted._wrapping import WrappingEndpoint
-
-if TYPE_CHECKING:
-    from exp.twisted._channels import Listener
 
 #: The largest message (and frame) taken from the network by default, in
 #: bytes (4 MiB): a broadcast as large as the server's largest request body
@@ -245,7 +243,8 @@ class Network(Service):
         self._factory: _SocketFactory | None = None
         self._client: ClientService | None = None
         self.socket: _Socket | None = None
-        self._listeners: dict[str, list[Listener]] = {}
+        self._listeners: dict[str, list[Subscriber]] = {}
+        self._channel_of: dict[Subscriber, str] = {}  # each listener's, as it was added
         self._confirmed: set[str] = set()
         self._requests: deque[list[str]] = deque()
         self._waiting: dict[str, list[Deferred[None]]] = {}
@@ -331,10 +330,11 @@ class Network(Service):
         self._requests.append(channels)
         self.socket.emit("subscribe", channels)
 
-    def add_listener(self, listener: Listener) -> Deferred[None]:
+    def add_listener(self, listener: Subscriber) -> Deferred[None]:
         """Register C{listener}; the result fires once its channel is subscribed."""
         channel = listener.channel_id
         self._listeners.setdefault(channel, []).append(listener)
+        self._channel_of[listener] = channel
         if channel in self._confirmed:
             return succeed(None)
         in_flight = channel in self._waiting
@@ -352,12 +352,16 @@ class Network(Service):
             self._subscribe([channel])
         return d
 
-    def remove_listener(self, listener: Listener) -> None:
-        listeners = self._listeners.get(listener.channel_id, [])
+    def remove_listener(self, listener: Subscriber) -> None:
+        """Unregister C{listener} (nothing if it was not registered)."""
+        channel = self._channel_of.pop(listener, None)
+        if channel is None:
+            return
+        listeners = self._listeners.get(channel, [])
         if listener in listeners:
             listeners.remove(listener)
         if not listeners:
-            self._listeners.pop(listener.channel_id, None)
+            self._listeners.pop(channel, None)
 
     def received(self, socket: _Socket, name: str, args: list[Any]) -> None:
         if socket is not self.socket:

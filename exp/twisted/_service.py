@@ -1,43 +1,32 @@
 """
 L{ExpService}: one EXP identity — authentication, the REST API and the
 real-time network — as a Twisted service whose calls return Deferreds.
+
+It is a facade: it checks the options, builds the instance's session
+(L{LiveSession}, which channels, listeners, resources and log shippers
+share), starts and stops it, and offers every call of the SDK.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 from twisted.application.internet import backoffPolicy
 from twisted.application.service import MultiService
-from twisted.internet.defer import CancelledError, Deferred, TimeoutError, ensureDeferred
+from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.logger import Logger, LogLevel
 
 from exp._options import DEFAULT_HOST, Options, check_count, check_options, check_seconds
-from exp.errors import ApiError, NetworkError, RuntimeError
-from exp.twisted._auth import Authenticator
+from exp.errors import RuntimeError
+from exp.twisted import _resources as resources
+from exp.twisted._calls import family, readers
 from exp.twisted._channels import Broadcast, Channel, Listener
 from exp.twisted._events import Events, Handle
-from exp.twisted._http import MAX_RESPONSE_SIZE, NO_BODY, Http, error_for
+from exp.twisted._http import MAX_RESPONSE_SIZE, encode_params
+from exp.twisted._live import LiveSession
 from exp.twisted._logs import LogShipper
-from exp.twisted._network import MAX_MESSAGE_SIZE, Network
-from exp.twisted._resources import (
-    Content,
-    Data,
-    Device,
-    Experience,
-    Feed,
-    Location,
-    Resource,
-    ResourceList,
-    Thing,
-    Zone,
-    data_path,
-    query_params,
-    segment,
-)
-
-R = TypeVar("R", bound=Resource)
+from exp.twisted._network import MAX_MESSAGE_SIZE
 
 
 class ExpService(MultiService):
@@ -52,6 +41,13 @@ class ExpService(MultiService):
         service.startService()
         await service.whenAuthenticated()
         devices = await service.find_devices(name="lobby")
+
+    The calls of each kind of resource are the classmethods of its class on
+    the service's L{session}, one row of a table each (L{exp.twisted._calls}):
+    C{get_device(uuid=None)} is L{Device.get}, C{find_devices(params=None,
+    **kwargs)} L{Device.find}, C{create_device(document=None)}
+    L{Device.create} and C{delete_device(uuid)} L{Device.remove}; and so on
+    for things, experiences, locations, feeds and content (read-only).
 
     @param host: the EXP API to log in to.
     @param enable_network: join the real-time network (needed to listen).
@@ -71,6 +67,14 @@ class ExpService(MultiService):
         (4 MiB); a larger one closes the connection, which is made again.
     @raise exp.RuntimeError: if the credentials are incomplete or
         contradictory, or the host is not an http(s) URL.
+
+    @ivar reactor: the reactor, also L{clock}.
+    @ivar clock: the clock of every timer.
+    @ivar events: the events C{online}, C{offline}, C{update} and C{error}
+        (see L{on}).
+    @ivar session: what channels, listeners, resources and log shippers use
+        of this instance (a L{Session}); also what the classmethods of the
+        resources take (C{Device.get(service.session, uuid)}).
     """
 
     _log = Logger()
@@ -103,18 +107,13 @@ class ExpService(MultiService):
         self.reactor = reactor
         self.clock = reactor
         self.events = Events()
-        retry = retry_policy or backoffPolicy(initialDelay=1.0, maxDelay=30.0)
-        self._http = Http(reactor, request_timeout, max_response_size)
-        self._request_timeout = request_timeout
-        self._auth = Authenticator(options, self._http, reactor, self.events, retry,
-                                   self._auth_updated)
-        self._network: Network | None = None
-        if options.enable_network:
-            self._network = Network(reactor, self.events, retry, self._socket_refused,
-                                    max_message_size)
-            self._network.setServiceParent(self)
+        self.session = LiveSession(
+            options, reactor, self.events,
+            retry_policy or backoffPolicy(initialDelay=1.0, maxDelay=30.0),
+            request_timeout, max_response_size, max_message_size, self._auth_updated)
+        if self.session.network is not None:
+            self.session.network.setServiceParent(self)
         self._pairing_listener: Listener | None = None
-        self._stopped = False
 
     @property
     def options(self) -> Options:
@@ -122,58 +121,68 @@ class ExpService(MultiService):
         The options in use; once a pairing device is paired, with the C{uuid}
         and C{secret} it was given (store them for its next start).
         """
-        return self._auth.options
+        return self.session.authenticator.options
 
     # -- lifetime --------------------------------------------------------------
 
     def startService(self) -> None:
-        if self._stopped:
+        """Log in (then keep the token fresh) and join the network."""
+        if self.session.stopped:
             raise RuntimeError("a stopped EXP instance cannot be started again")
         super().startService()
-        self._auth.start()
+        self.session.authenticator.start()
 
     def stopService(self) -> Deferred[None]:
+        """
+        Stop for good: listeners cancelled, log shippers flushed, connections
+        closed, nothing left scheduled; every later call raises
+        L{exp.RuntimeError}.
+        """
         return ensureDeferred(self._stop())
 
     async def _stop(self) -> None:
-        self._stopped = True
-        self._auth.stop()
+        self.session.stop()
         await super().stopService()
-        await self._http.close()
+        await self.session.close()
 
     def _check(self) -> None:
-        if self._stopped:
+        if self.session.stopped:
             raise RuntimeError("this EXP instance has been stopped")
 
     def whenAuthenticated(self) -> Deferred[dict[str, Any]]:
         """The auth payload once logged in; L{AuthenticationError} if refused."""
-        return self._auth.current()
+        return self.session.authenticator.current()
 
     def whenConnected(self) -> Deferred[None]:
-        """Fires once the network connection is up."""
+        """
+        Fires once the network connection is up.
+
+        @raise exp.NetworkError: with C{enable_network=False}.
+        """
         self._check()
-        return self._require_network().when_connected()
+        return self.session.require_network().when_connected()
 
     @property
     def is_connected(self) -> bool:
         """Whether the network connection is up."""
-        return self._network is not None and self._network.is_connected
+        return self.session.network is not None and self.session.network.is_connected
 
     @property
     def auth(self) -> dict[str, Any]:
         """The current auth payload (L{exp.RuntimeError} before the first login)."""
-        if self._auth.payload is None:
+        if self.session.auth is None:
             raise RuntimeError("not authenticated yet: wait for whenAuthenticated()")
-        return self._auth.payload
+        return self.session.auth
 
     @property
     def identity(self) -> dict[str, Any]:
+        """The identity of the current auth payload (a copy): C{type}, C{uuid}, ..."""
         return dict(self.auth["identity"])
 
     @property
     def pairing_code(self) -> str | None:
         """The code to pair this device with, while it is unpaired."""
-        payload = self._auth.payload
+        payload = self.session.auth
         if payload is None or payload["identity"].get("paired") is not False:
             return None
         return payload["identity"].get("pairingCode")
@@ -181,17 +190,21 @@ class ExpService(MultiService):
     def get_auth(self) -> Deferred[dict[str, Any]]:
         """The current auth payload, refreshed first if it is due."""
         self._check()
-        return self._auth.current()
+        return self.session.authenticator.current()
 
     def on(self, name: str, callback: Callable[..., Any]) -> Handle:
-        """Call C{callback} on C{online}, C{offline}, C{update} or C{error}."""
+        """
+        Call C{callback} on every event C{name}: C{online}, C{offline},
+        C{update} (with the new auth payload) or C{error} (with the fatal
+        error).
+        """
         return self.events.on(name, callback)
 
     def _auth_updated(self, payload: dict[str, Any]) -> None:
-        if self._network is not None and self.running:
-            self._network.connect(payload)
+        if self.session.network is not None and self.running:
+            self.session.network.connect(payload)
         paired = payload["identity"].get("paired")
-        if paired is False and self._network is not None:
+        if paired is False and self.session.network is not None:
             self._listen_for_pairing(payload)
         elif self._pairing_listener is not None:
             self._pairing_listener.cancel()
@@ -200,313 +213,106 @@ class ExpService(MultiService):
     def _listen_for_pairing(self, payload: dict[str, Any]) -> None:
         if self._pairing_listener is not None:
             return
-        channel = Channel(self, payload["identity"]["uuid"], system=True)
+        channel = Channel(self.session, payload["identity"]["uuid"], system=True)
 
         def paired(broadcast: Broadcast) -> None:
             body = broadcast.payload
             if isinstance(body, dict) and isinstance(body.get("uuid"), str) and isinstance(
                     body.get("secret"), str):
                 self._log.info("paired as device {uuid}", uuid=body["uuid"])
-                self._auth.paired(body["uuid"], body["secret"])
+                self.session.authenticator.paired(body["uuid"], body["secret"])
 
-        assert self._network is not None
-        listener = Listener(self, channel, "paired", max_age=60, callback=paired)
+        listener = Listener(self.session, channel, "paired", max_age=60, callback=paired)
         self._pairing_listener = listener
-        self._network.add_listener(listener).addErrback(
+        self.session.subscribe(listener).addErrback(
             lambda f: self._log.failure("could not listen for pairing", f))
-
-    def _socket_refused(self) -> None:
-        payload = self._auth.payload
-        if payload is not None:
-            self._auth.rejected(payload["token"])
 
     # -- raw API -----------------------------------------------------------------
 
-    async def _authenticated(self, waiting: Deferred[dict[str, Any]] | None = None
-                             ) -> dict[str, Any]:
-        """
-        The auth payload (from C{waiting}, by default the current one); if a
-        login being retried gives none within the request timeout, its last
-        failure.
-        """
-        if waiting is None:
-            waiting = self._auth.current()
-
-        def timed_out(result: Any, timeout: float) -> Any:
-            raise self._auth.last_error or NetworkError(
-                f"not logged in within {timeout:g} s")
-
-        if not waiting.called:
-            waiting.addTimeout(self._request_timeout, self.clock, onTimeoutCancel=timed_out)
-        return await waiting
-
-    async def _call(self, method: str, path: str, params: Any = None,
-                    payload: Any = NO_BODY, timeout: float | None = None) -> Any:
-        self._check()
-        if not isinstance(path, str) or not path.startswith("/"):
-            raise RuntimeError("a path of the API is a string that starts with '/'")
-        try:
-            path.encode("utf-8")
-        except UnicodeEncodeError:
-            raise RuntimeError(f"the path {path!r:.60} is not valid text") from None
-        auth = await self._authenticated()
-        for attempt in (1, 2):
-            status, body = await self._http.call(
-                method, auth["api"]["host"] + path, token=auth["token"], params=params,
-                payload=payload, timeout=timeout,
-            )
-            if status == 401 and attempt == 1:
-                auth = await self._authenticated(self._auth.rejected(auth["token"]))
-                continue
-            if status >= 300:
-                raise error_for(status, body)
-            return body
-        raise AssertionError("unreachable")  # pragma: no cover
-
     def get(self, path: str, params: Any = None) -> Deferred[Any]:
         """GET C{path} of the API; the decoded JSON (C{None} when empty)."""
-        return ensureDeferred(self._call("GET", path, _params(params)))
+        return self.session.request("GET", path, encode_params(params))
 
     def post(self, path: str, payload: Any = None, params: Any = None) -> Deferred[Any]:
-        return ensureDeferred(self._call("POST", path, _params(params), payload))
+        """POST C{payload} (any JSON) to C{path} of the API; the decoded JSON answer."""
+        return self.session.request("POST", path, encode_params(params), payload)
 
     def patch(self, path: str, payload: Any = None, params: Any = None) -> Deferred[Any]:
-        return ensureDeferred(self._call("PATCH", path, _params(params), payload))
+        """PATCH C{path} of the API with C{payload}; the decoded JSON answer."""
+        return self.session.request("PATCH", path, encode_params(params), payload)
 
     def put(self, path: str, payload: Any = None, params: Any = None) -> Deferred[Any]:
-        return ensureDeferred(self._call("PUT", path, _params(params), payload))
+        """PUT C{payload} at C{path} of the API; the decoded JSON answer."""
+        return self.session.request("PUT", path, encode_params(params), payload)
 
     def delete(self, path: str, params: Any = None) -> Deferred[Any]:
-        return ensureDeferred(self._call("DELETE", path, _params(params)))
+        """DELETE C{path} of the API; the decoded JSON answer (C{None} when empty)."""
+        return self.session.request("DELETE", path, encode_params(params))
 
     # -- network -----------------------------------------------------------------
 
-    def _organization(self) -> str:
-        return str(self.auth["identity"].get("organization", ""))
-
-    def _require_network(self) -> Network:
-        if self._network is None:
-            raise NetworkError("this instance was started with enable_network=False: "
-                               "it cannot listen or connect to the network")
-        return self._network
-
-    def _network_or_none_remove(self, listener: Listener) -> None:
-        if self._network is not None:
-            self._network.remove_listener(listener)
-
     def get_channel(self, name: str, system: bool = False, consumer: bool = False) -> Channel:
-        """A channel object (no I/O)."""
-        self._check()
-        return Channel(self, name, system, consumer)
+        """
+        A channel object (no I/O).
 
-    async def _broadcast(self, channel: Channel, name: str, payload: Any,
-                         timeout: float) -> list[Any]:
-        seconds = check_seconds(timeout)
-        await self._authenticated()
-        body = {"channel": channel.id, "name": name, "payload": payload}
-        # the answer comes after the responses are collected: wait longer for it
-        answer = await self._call("POST", "/api/networks/current/broadcasts",
-                                  {"timeout": str(int(seconds * 1000))}, body,
-                                  timeout=self._request_timeout + seconds)
-        return list(answer) if isinstance(answer, list) else []
-
-    async def _respond(self, broadcast: Broadcast, payload: Any) -> None:
-        await self._call("POST", "/api/networks/current/responses", None,
-                         {"id": broadcast.id, "channel": broadcast.channel.id,
-                          "payload": payload})
-
-    async def _listen(self, channel: Channel, name: str,
-                      callback: Callable[[Broadcast], Any] | None, timeout: float,
-                      max_age: float, max_queue: int) -> Listener:
-        network = self._require_network()
-        check_seconds(timeout)
-        check_seconds(max_age, "max_age")
-        check_count(max_queue, "max_queue", "broadcasts")
-        await self._auth.current()
-        listener = Listener(self, channel, name, max_age, callback, max_queue)
-        subscribed = network.add_listener(listener)
-        subscribed.addTimeout(timeout, self.clock)
-        try:
-            await subscribed
-        except (CancelledError, TimeoutError):
-            listener.cancel()
-            raise NetworkError(
-                f"the network did not confirm listening on {channel.name!r}"
-                f" within {timeout:g} s"
-            ) from None
-        except Exception:
-            listener.cancel()
-            raise
-        return listener
+        @param system: a channel of server notifications (listen only).
+        @param consumer: a channel that consumer apps may use.
+        """
+        return Channel(self.session, name, system, consumer)
 
     # -- resources ----------------------------------------------------------------
 
-    async def _get_one(self, kind: type[R], uuid: str | None) -> R | None:
-        if not uuid or not isinstance(uuid, str):
-            return None
-        try:
-            path = f"{kind.collection}/{segment(uuid)}"
-        except RuntimeError:  # not valid text: no document has it
-            return None
-        try:
-            document = await self.get(path)
-        except ApiError as e:
-            if e.status_code == 404:
-                return None
-            raise
-        return kind(self, document)
+    get_device, find_devices, create_device, delete_device = family(resources.Device)
+    """The calls of devices: get, find, create and delete (L{Device.get}, ...)."""
 
-    async def _find(self, kind: Callable[[ExpService, dict[str, Any]], Any], path: str,
-                    params: dict[str, Any] | None, kwargs: dict[str, Any]) -> ResourceList:
-        answer = await self.get(path, query_params(params, kwargs))
-        if not isinstance(answer, dict):
-            answer = {"results": [], "total": 0}
-        return ResourceList([kind(self, d) for d in answer.get("results", [])], answer)
-
-    async def _create(self, kind: type[R], document: dict[str, Any] | None) -> R:
-        if document is None:
-            document = {}
-        if not isinstance(document, dict):
-            raise RuntimeError("a document is a dict")
-        return kind(self, await self.post(kind.collection, document))
-
-    async def _delete_one(self, kind: type[Resource], uuid: str) -> None:
-        if not uuid or not isinstance(uuid, str):
-            raise RuntimeError("delete needs a uuid")
-        await self.delete(f"{kind.collection}/{segment(uuid)}")
-
-    def get_device(self, uuid: str | None = None) -> Deferred[Device | None]:
-        return ensureDeferred(self._get_one(Device, uuid))
-
-    def find_devices(self, params: dict[str, Any] | None = None,
-                     **kwargs: Any) -> Deferred[ResourceList]:
-        return ensureDeferred(self._find(Device, Device.collection, params, kwargs))
-
-    def create_device(self, document: dict[str, Any] | None = None) -> Deferred[Device]:
-        return ensureDeferred(self._create(Device, document))
-
-    def delete_device(self, uuid: str) -> Deferred[None]:
-        return ensureDeferred(self._delete_one(Device, uuid))
-
-    def get_current_device(self) -> Deferred[Device | None]:
+    def get_current_device(self) -> Deferred[resources.Device | None]:
         """This device's document; C{None} for users and consumer apps."""
-        return ensureDeferred(self._current_device())
+        return resources.Device.current(self.session)
 
-    async def _current_device(self) -> Device | None:
-        self._check()
-        auth = await self._authenticated()
-        identity = auth["identity"]
-        if identity.get("type") != "device" or identity.get("paired") is False:
-            return None
-        return await self.get_device(identity.get("uuid"))
+    get_thing, find_things, create_thing, delete_thing = family(resources.Thing)
+    """Things, like devices: L{Thing.get}, L{Thing.find}, L{Thing.create}, L{Thing.remove}."""
+    (get_experience, find_experiences, create_experience,
+     delete_experience) = family(resources.Experience)
+    """Experiences (L{Experience.get}, L{Experience.find}, and create and delete)."""
 
-    def get_thing(self, uuid: str | None = None) -> Deferred[Thing | None]:
-        return ensureDeferred(self._get_one(Thing, uuid))
-
-    def find_things(self, params: dict[str, Any] | None = None,
-                    **kwargs: Any) -> Deferred[ResourceList]:
-        return ensureDeferred(self._find(Thing, Thing.collection, params, kwargs))
-
-    def create_thing(self, document: dict[str, Any] | None = None) -> Deferred[Thing]:
-        return ensureDeferred(self._create(Thing, document))
-
-    def delete_thing(self, uuid: str) -> Deferred[None]:
-        return ensureDeferred(self._delete_one(Thing, uuid))
-
-    def get_experience(self, uuid: str | None = None) -> Deferred[Experience | None]:
-        return ensureDeferred(self._get_one(Experience, uuid))
-
-    def find_experiences(self, params: dict[str, Any] | None = None,
-                         **kwargs: Any) -> Deferred[ResourceList]:
-        return ensureDeferred(self._find(Experience, Experience.collection, params, kwargs))
-
-    def create_experience(self, document: dict[str, Any] | None = None) -> Deferred[Experience]:
-        return ensureDeferred(self._create(Experience, document))
-
-    def delete_experience(self, uuid: str) -> Deferred[None]:
-        return ensureDeferred(self._delete_one(Experience, uuid))
-
-    def get_current_experience(self) -> Deferred[Experience | None]:
+    def get_current_experience(self) -> Deferred[resources.Experience | None]:
         """The experience of this device, if any."""
-        return ensureDeferred(self._current(lambda d: d.get_experience()))
+        return resources.Experience.current(self.session)
 
-    async def _current(self, step: Callable[[Device], Deferred[Any]]) -> Any:
-        device = await self.get_current_device()
-        return None if device is None else await step(device)
+    get_location, find_locations, create_location, delete_location = family(resources.Location)
+    """Locations: L{Location.get} and its kind's other calls on the session."""
 
-    def get_location(self, uuid: str | None = None) -> Deferred[Location | None]:
-        return ensureDeferred(self._get_one(Location, uuid))
-
-    def find_locations(self, params: dict[str, Any] | None = None,
-                       **kwargs: Any) -> Deferred[ResourceList]:
-        return ensureDeferred(self._find(Location, Location.collection, params, kwargs))
-
-    def create_location(self, document: dict[str, Any] | None = None) -> Deferred[Location]:
-        return ensureDeferred(self._create(Location, document))
-
-    def delete_location(self, uuid: str) -> Deferred[None]:
-        return ensureDeferred(self._delete_one(Location, uuid))
-
-    def get_current_location(self) -> Deferred[Location | None]:
+    def get_current_location(self) -> Deferred[resources.Location | None]:
         """The location of this device, if any."""
-        return ensureDeferred(self._current(lambda d: d.get_location()))
+        return resources.Location.current(self.session)
 
-    def get_current_zones(self) -> Deferred[list[Zone]]:
+    def get_current_zones(self) -> Deferred[list[resources.Zone]]:
         """The zones of this device's location it is in ([] if none)."""
-        return ensureDeferred(self._current_zones())
+        return resources.Zone.current(self.session)
 
-    async def _current_zones(self) -> list[Zone]:
-        zones = await self._current(lambda d: d.get_zones())
-        return zones or []
-
-    def get_feed(self, uuid: str | None = None) -> Deferred[Feed | None]:
-        return ensureDeferred(self._get_one(Feed, uuid))
-
-    def find_feeds(self, params: dict[str, Any] | None = None,
-                   **kwargs: Any) -> Deferred[ResourceList]:
-        return ensureDeferred(self._find(Feed, Feed.collection, params, kwargs))
-
-    def create_feed(self, document: dict[str, Any] | None = None) -> Deferred[Feed]:
-        return ensureDeferred(self._create(Feed, document))
-
-    def delete_feed(self, uuid: str) -> Deferred[None]:
-        return ensureDeferred(self._delete_one(Feed, uuid))
-
-    def get_content(self, uuid: str | None = None) -> Deferred[Content | None]:
-        return ensureDeferred(self._get_one(Content, uuid))
-
-    def find_content(self, params: dict[str, Any] | None = None,
-                     **kwargs: Any) -> Deferred[ResourceList]:
-        return ensureDeferred(self._find(Content, Content.collection, params, kwargs))
+    get_feed, find_feeds, create_feed, delete_feed = family(resources.Feed)
+    """Feeds, created and deleted as devices are (L{Feed.get}, L{Feed.find})."""
+    get_content, find_content = readers(resources.Content)
+    """Content, read-only: L{Content.get} and L{Content.find} only."""
 
     def get_data(self, key: str | None = None, group: str = "default"
-                 ) -> Deferred[Data | None]:
+                 ) -> Deferred[resources.Data | None]:
         """The data item C{group}/C{key}; C{None} if there is none (or no key or group)."""
-        return ensureDeferred(self._get_data(key, group))
-
-    async def _get_data(self, key: str | None, group: str) -> Data | None:
-        if key is None or key == "" or group == "":
-            return None
-        _check_data_key(key, group)
-        try:
-            return Data(self, await self.get(data_path(group, key)))
-        except ApiError as e:
-            if e.status_code == 404:
-                return None
-            raise
+        return resources.Data.get(self.session, key, group)
 
     def find_data(self, params: dict[str, Any] | None = None,
-                  **kwargs: Any) -> Deferred[ResourceList]:
-        return ensureDeferred(self._find(Data, "/api/data", params, kwargs))
+                  **kwargs: Any) -> Deferred[resources.ResourceList[resources.Data]]:
+        """The data items that match the query parameters C{params} and C{kwargs}."""
+        return resources.Data.find(self.session, params, **kwargs)
 
     def create_data(self, key: str, group: str = "default",
-                    value: Any = None) -> Deferred[Data]:
-        """Store C{value} at C{group}/C{key} (overwriting what was there)."""
-        _check_data_key(key, group)
-        return ensureDeferred(self._create_data(key, group, value))
+                    value: Any = None) -> Deferred[resources.Data]:
+        """Store C{value} (any JSON) at C{group}/C{key}, overwriting what was there."""
+        return resources.Data.create(self.session, key, group, value)
 
-    async def _create_data(self, key: str, group: str, value: Any) -> Data:
-        return Data(self, await self.put(data_path(group, key), value))
+    def delete_data(self, key: str, group: str = "default") -> Deferred[None]:
+        """Delete the data item C{group}/C{key}."""
+        return resources.Data.remove(self.session, key, group)
 
     # -- logs ------------------------------------------------------------------
 
@@ -517,60 +323,12 @@ class ExpService(MultiService):
         (C{globalLogPublisher.addObserver(service.log_observer())}); it never
         blocks or fails the program, and drops the oldest entries when the
         server cannot take them.
+
+        @param level: the lowest level shipped.
+        @param interval: seconds between batches.
+        @param batch_size: the most entries sent at a time.
+        @param max_queued: the most entries kept while they cannot be sent.
         """
-        shipper = LogShipper(self, level, interval, batch_size, max_queued)
+        shipper = LogShipper(self.session, level, interval, batch_size, max_queued)
         shipper.setServiceParent(self)
         return shipper
-
-    def _post_logs(self, entries: list[dict[str, Any]]) -> Deferred[None]:
-        payload = self._auth.payload
-
-        async def post() -> None:
-            if payload is None:
-                raise NetworkError("not authenticated")
-            status, body = await self._http.call(
-                "POST", payload["api"]["host"] + "/api/logs", token=payload["token"],
-                payload=entries)
-            if status >= 300:
-                raise error_for(status, body)
-
-        return ensureDeferred(post())
-
-    def delete_data(self, key: str, group: str = "default") -> Deferred[None]:
-        _check_data_key(key, group)
-        return ensureDeferred(self._delete_data(key, group))
-
-    async def _delete_data(self, key: str, group: str) -> None:
-        await self.delete(data_path(group, key))
-
-
-def _check_data_key(key: Any, group: Any) -> None:
-    if not isinstance(key, str) or not key:
-        raise RuntimeError("a data item's key is a non-empty string")
-    if not isinstance(group, str) or not group:
-        raise RuntimeError("a data item's group is a non-empty string")
-
-
-def _params(params: Any) -> Any:
-    """Query parameters as treq takes them, JSON-ish values as strings."""
-    if params is None:
-        return None
-    if not isinstance(params, dict):
-        raise RuntimeError("params is a dict of query parameters")
-    out: dict[str, Any] = {}
-    for key, value in params.items():
-        if value is None:
-            continue
-        if isinstance(value, bool):
-            value = "true" if value else "false"
-        out[str(key)] = [str(v) for v in value] if isinstance(value, (list, tuple)) else str(
-            value)
-    try:
-        "".join(out).encode("utf-8")
-        "".join(v if isinstance(v, str) else "".join(v) for v in out.values()).encode("utf-8")
-    except UnicodeEncodeError:
-        raise RuntimeError("query parameters must be valid text (no lone surrogates)") from None
-    return out
-
-
-
