@@ -10,6 +10,9 @@ VENV ?= .venv
 BIN = $(VENV)/bin
 INTEROP = tests/interop
 
+# Where the browser tests save their screenshots, for a person to look at.
+SCREENSHOTS ?= $(CURDIR)/test-screenshots
+
 .PHONY: venv system-packages install demo test server docs clean
 
 # The checkout is installed in "compat" editable mode: a .pth file puts this
@@ -38,8 +41,10 @@ system-packages:
 
 install: system-packages venv $(INTEROP)/node_modules/.deps
 
+# DEMO_KEEP=1: the server stays up after the walk (its web console too), until Ctrl-C.
+DEMO_KEEP ?=
 demo: $(BIN)/.runtime
-	$(BIN)/python examples/walkthrough.py
+	DEMO_KEEP=$(DEMO_KEEP) $(BIN)/python examples/walkthrough.py
 
 server: $(BIN)/.runtime
 	$(BIN)/twistd -n exp-server
@@ -47,7 +52,7 @@ server: $(BIN)/.runtime
 test: install
 	$(BIN)/ruff check exp tests examples benchmarks
 	$(BIN)/mypy exp
-	$(BIN)/pytest
+	EXP_SCREENSHOTS=$(SCREENSHOTS) $(BIN)/pytest
 
 # API reference from the docstrings, into apidocs/ (fails on any broken reference).
 docs: venv

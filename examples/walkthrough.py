@@ -10,15 +10,21 @@ local server's demo seed.  Run it against a running server::
     python examples/walkthrough.py http://127.0.0.1:9000
 
 or with no argument: it then starts a local EXP server (demo seed, temporary
-database) as a child process for the length of the walk::
+database) as a child process for the length of the walk, and prints the
+address of its web console and the demo user's credentials::
 
     python examples/walkthrough.py
+
+With ``DEMO_KEEP=1`` in the environment (``make demo DEMO_KEEP=1``) that server
+stays up after the walk, until Ctrl-C.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
+import time
 
 import exp
 from exp.server.testing import DEMO, ServerProcess
@@ -114,9 +120,24 @@ def main(argv: list[str]) -> int:
     else:
         with ServerProcess() as server:
             print("started a local EXP server on", server.url)
+            print(f"web console: {server.url}/console/ (sign in as {DEMO['username']},"
+                  f" password {DEMO['password']}, organization {DEMO['organization']})")
             walk(server.url)
+            if os.environ.get("DEMO_KEEP", "").lower() in ("1", "true", "yes"):
+                keep(server.url)
     print("done")
     return 0
+
+
+def keep(url: str) -> None:
+    """Leave the server up (DEMO_KEEP=1) until Ctrl-C, for the console and the exp command."""
+    print(f"the server stays up (DEMO_KEEP): open {url}/console/ or try"
+          f" `.venv/bin/exp find devices --host {url}`; Ctrl-C stops it", flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        print()
 
 
 if __name__ == "__main__":

@@ -119,14 +119,24 @@ async def test_unknown_api_route_is_404(http: Http, token: str, path: str) -> No
     await still_serving(http, token)
 
 
-@pytest.mark.parametrize("path", ["/", "/nothing", "/index.html", "/socket.io.js",
-                                  "/apix/devices", "/API/devices"])
+@pytest.mark.parametrize("path", ["/nothing", "/index.html", "/socket.io.js",
+                                  "/apix/devices", "/API/devices", "//console"])
 @pytest_twisted.ensureDeferred
 async def test_unknown_top_level_path_is_404_json(http: Http, token: str, path: str) -> None:
     """A path outside /api is a JSON 404 too, for any method and without a token."""
     for method in ("GET", "POST", "PUT"):
         answer = await http.call(method, path)
         assert_error(answer, 404, "route.notFound")
+    await still_serving(http, token)
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_root_leads_to_the_web_console(http: Http, token: str) -> None:
+    """GET / is redirected to the console (/console/); other methods there are a JSON 404."""
+    answer = await http.call("GET", "/")  # treq follows the redirect
+    assert answer.code == 200 and b"<title>EXP console</title>" in answer.body, answer
+    for method in ("POST", "PUT"):
+        assert_error(await http.call(method, "/"), 404, "route.notFound")
     await still_serving(http, token)
 
 

@@ -186,6 +186,36 @@ def test_walkthrough_starts_its_own_server() -> None:
     assert "broadcast my_event 'hello' got responses: ['Nice to meet you!', 'hello back']" \
         in output
     assert output.splitlines()[-1] == "done"
+    assert re.search(r"^web console: http://127\.0\.0\.1:\d+/console/ \(sign in as "
+                     r"test@goexp\.io, password test-Password1, organization scala\)$",
+                     output, re.M), output
+
+
+def test_demo_keep_leaves_the_server_up_until_ctrl_c() -> None:
+    """DEMO_KEEP=1 (make demo DEMO_KEEP=1): after the walk, the console is served until SIGINT."""
+    process = subprocess.Popen([sys.executable, "examples/walkthrough.py"], cwd=REPO,
+                               env=environment(DEMO_KEEP="1"), stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    try:
+        assert process.stdout is not None
+        lines: list[str] = []
+        deadline = time.monotonic() + TIMEOUT
+        while not lines or "Ctrl-C stops it" not in lines[-1]:
+            assert time.monotonic() < deadline and process.poll() is None, lines
+            lines.append(process.stdout.readline())
+        console = re.search(r"open (http://\S+/console/)", lines[-1])
+        assert console, lines[-1]
+        with urllib.request.urlopen(console.group(1), timeout=30) as answer:
+            assert answer.status == 200 and b"EXP console" in answer.read()
+        process.send_signal(signal.SIGINT)
+        assert process.wait(TIMEOUT) == 0
+        assert process.stdout.read().splitlines()[-1] == "done"
+        with pytest.raises(OSError):
+            urllib.request.urlopen(console.group(1), timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
 
 
 # -- device_app.py ---------------------------------------------------------------

@@ -185,6 +185,12 @@ def test_wheel_ships_plugin_typing_and_demo(tmp_path: Path) -> None:
     }
     assert "exp/server/demo/content/images/logo.small.png" in shipped
     assert shipped <= names, sorted(shipped - names)
+    console = {f"exp/server/console/{name}" for name in
+               ("index.html", "app.js", "network.js", "style.css")}
+    assert console <= names, sorted(console - names)
+    entry_points = zipfile.ZipFile(wheel).read(
+        f"txexp-{exp.__version__}.dist-info/entry_points.txt").decode()
+    assert "exp = exp.cli:main" in entry_points  # the exp command
 
     target = tmp_path / "installed"
     result = run([sys.executable, "-m", "pip", "install", "-q", "--no-deps",

@@ -20,6 +20,7 @@ from exp.server._network import (
     MAX_SESSIONS_PER_IDENTITY,
     MAX_SUBSCRIPTIONS,
 )
+from exp.server._presence import LEASE
 
 
 @attrs.define
@@ -85,6 +86,8 @@ class ServerConfig:
     feed_allow: Sequence[str] = ()
     feed_timeout: float = _feeds.FETCH_TIMEOUT
     feed_max_bytes: int = _feeds.MAX_FEED_BYTES
+    #: Seconds a process's word that its devices are online holds unrenewed.
+    presence_lease: float = LEASE
     cors_origins: tuple[str, ...] = attrs.field(default=(ANY_ORIGIN,),
                                                 converter=normalize_origins)
     max_session_queue: int = MAX_SESSION_QUEUE

@@ -105,6 +105,8 @@ class RealTimeNetwork:
         self.sessions: dict[str, Subscriber] = {}
         #: The open sessions of each identity, oldest first.
         self._owned: dict[tuple[str, str, str], dict[Subscriber, None]] = {}
+        #: Told of every session that opens and closes (which devices are online).
+        self.presence: Any = None
 
     def authenticate(self, params: Params) -> Identity:
         """
@@ -170,6 +172,8 @@ class RealTimeNetwork:
         subscriber = Subscriber(self, session, owner, param(params, "token"))
         self.sessions[session.sid] = subscriber
         self._owned.setdefault(key, {})[subscriber] = None
+        if self.presence is not None:
+            self.presence.opened(owner)
 
     def check(self, session: EngineIOSession, params: Params,
               owner: Identity | None = None) -> None:
@@ -193,7 +197,9 @@ class RealTimeNetwork:
 
     def forget(self, subscriber: Subscriber) -> None:
         """C{subscriber}'s session is closed."""
-        self.sessions.pop(subscriber.session.sid, None)
+        if self.sessions.pop(subscriber.session.sid, None) is not None and (
+                self.presence is not None):
+            self.presence.closed(subscriber.identity)
         key = _owner(subscriber.identity)
         owned = self._owned.get(key)
         if owned is not None:

@@ -66,6 +66,7 @@ class RedisHub(LocalHub):
         self._outbox: asyncio.Queue[tuple[str, asyncio.Future[None]]] | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._subscribed: asyncio.Event | None = None
+        self._unpublished: set[asyncio.Future[None]] = set()
 
     def open(self, deployment: str) -> Deferred[None]:
         # Servers sharing a Redis keep to their own channel.
@@ -102,6 +103,11 @@ class RedisHub(LocalHub):
         return self._thread.run(self._close())
 
     async def _close(self) -> None:
+        # What was queued before closing (a stopping process's last
+        # notifications) is published first, within the timeout.
+        unpublished = [done for done in self._unpublished if not done.done()]
+        if unpublished and self._tasks:
+            await asyncio.wait(unpublished, timeout=self._timeout)
         tasks, self._tasks = self._tasks, []
         for task in tasks:
             task.cancel()
@@ -229,6 +235,8 @@ class RedisHub(LocalHub):
             if self._outbox is None or self._client is None:
                 raise Unavailable("the Redis hub is closed")
             done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._unpublished.add(done)
+            done.add_done_callback(self._unpublished.discard)
             self._outbox.put_nowait((text, done))
             await done
 

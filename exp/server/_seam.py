@@ -18,6 +18,7 @@ from exp.server._hub import IHub
 from exp.server._limits import LoginBudgets
 from exp.server._pairing import Pairings
 from exp.server._policy import Policy
+from exp.server._presence import Presence
 from exp.server._revocation import Revocations
 from exp.server._storage import IStorage
 from exp.server._web import ApiRequest
@@ -48,6 +49,8 @@ class Server(Protocol):
     feeds: FeedFetcher
     #: The content folder of each organization.
     content: ContentFolders
+    #: Which devices have a network session, across processes.
+    presence: Presence
 
     def notify(self, organization: str, name: str, event: str, document: Any) -> None:
         """Announce a change on the system channel C{name} of C{organization}."""

@@ -18,6 +18,7 @@ from exp.protocol import ChannelId
 from exp.server import _feeds
 from exp.server._auth import PasswordHasher, TokenIssuer
 from exp.server._config import ServerConfig
+from exp.server._console import ConsoleFiles, to_console
 from exp.server._content import ContentFolders
 from exp.server._cors import CORS
 from exp.server._engineio import EngineIOResource
@@ -26,6 +27,7 @@ from exp.server._limits import LoginBudgets
 from exp.server._network import Limits, RealTimeNetwork
 from exp.server._pairing import Pairings
 from exp.server._policy import Policy
+from exp.server._presence import STATUS, Presence
 from exp.server._revocation import Key, Revocations, key_of
 from exp.server._seed import Organization, apply_seed
 from exp.server._storage import IStorage, SQLiteStorage
@@ -80,6 +82,7 @@ class ExpServer:
     @ivar policy: who a request acts for, and what it may do.
     @ivar router: the REST API's routes (L{exp.server.routes.API}).
     @ivar network: the real-time network's sessions.
+    @ivar presence: which devices have a network session, across processes.
     """
 
     _log = Logger()
@@ -130,6 +133,9 @@ class ExpServer:
                 sessions_per_identity=config.max_sessions_per_identity,
             ),
         )
+        self.presence = Presence(storage, self._notify_status, reactor,
+                                 config.presence_lease)
+        self.network.presence = self.presence
 
     @property
     def tokens(self) -> TokenIssuer | None:
@@ -146,11 +152,13 @@ class ExpServer:
         await self.hub.open(await self.storage.setting("deployment", lambda: uuidlib.uuid4().hex))
         await self.revocations.start()
         self.pairings.start()
+        await self.presence.start()
 
     async def stop(self) -> None:
         """Close outgoing connections, the hub and the storage."""
         self.revocations.stop()
         self.pairings.stop()
+        await self.presence.stop()
         self.network.close_all()
         await self.hub.close()
         await self.feeds.close()
@@ -165,6 +173,7 @@ class ExpServer:
         root.putChild(b"api", CORS(self.router, origins, methods))
         network = EngineIOResource(self.network.engine)
         root.putChild(b"socket.io", CORS(network, origins, ["GET", "POST"]))
+        root.putChild(b"console", ConsoleFiles())
         return root
 
     def site(self) -> server.Site:
@@ -205,6 +214,9 @@ class ExpServer:
             host = f"{address.host}:{address.port}"
         return f"{scheme}://{host}"
 
+    def _notify_status(self, organization: str, device: str, status: dict[str, Any]) -> None:
+        self.notify(organization, device, STATUS, status)
+
     def _revoked(self, whose: Key) -> None:
         """End the network sessions of an identity whose credentials changed."""
         for session in list(self.network.sessions.values()):
@@ -214,6 +226,9 @@ class ExpServer:
 
 class _Root(resource.Resource):
     def getChild(self, path: bytes, request: server.Request) -> resource.Resource:
+        if (path == b"" and request.postpath in ([], [b""])
+                and request.method in (b"GET", b"HEAD")):
+            return to_console()
         return NotFound()
 
 

@@ -43,6 +43,7 @@ from exp.server._network import (
     MAX_SESSIONS_PER_IDENTITY,
     MAX_SUBSCRIPTIONS,
 )
+from exp.server._presence import LEASE
 from exp.server._seed import SeedError, demo_seed_path, load_seed
 from exp.server._server import ExpServer, make_hub, make_storage
 
@@ -134,6 +135,10 @@ class Options(PlainOptions):
         ["max-connections-per-peer", None, 1000,
          "Connections one peer address may hold open at once (0: no limit).",
          _between(0, 10**6, "max-connections-per-peer")],
+        _positive_option("presence-lease", LEASE, float,
+                         "Seconds a process's word that its devices are online holds "
+                         "unrenewed (it renews at a third of that; a killed process's "
+                         "devices go offline after it)."),
         _positive_option("feed-timeout", FETCH_TIMEOUT, float,
                          "Seconds for a whole feed fetch, body included."),
         _positive_option("feed-max-bytes", MAX_FEED_BYTES, int,

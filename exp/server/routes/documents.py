@@ -180,6 +180,15 @@ for _collection in COLLECTIONS:
     routes.delete(_path + "/{uuid}")(partial(delete, collection=_collection))
 
 
+@routes.get("/api/devices/{uuid}/status")
+async def device_status(server: Server, req: ApiRequest) -> Any:
+    """Whether a device has a network session on any process of the server."""
+    identity = server.policy.allow(req, Action.READ)
+    uuid = req.match["uuid"]
+    found(await server.storage.get(identity.organization, "devices", uuid), f"device {uuid}")
+    return {"uuid": uuid, "online": await server.presence.online(identity.organization, uuid)}
+
+
 # -- data -------------------------------------------------------------------------------
 
 
