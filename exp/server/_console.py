@@ -19,23 +19,28 @@ CONSOLE_FOLDER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "conso
 CONSOLE_POLICY = (b"default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:; "
                   b"style-src 'self'; script-src 'self'; object-src 'none'; base-uri 'none'; "
                   b"form-action 'self'; frame-ancestors 'none'")
+#: Where the console is served; C{/} redirects there.
 CONSOLE_PATH = b"/console/"
 
 
 class ConsoleFiles(static.File):
     """The console's files, with its security headers; no directory listings."""
 
+    #: Media types by extension, with the text types' charset.
     contentTypes = {**static.File.contentTypes,
                     ".html": "text/html; charset=utf-8",
                     ".js": "text/javascript; charset=utf-8",
                     ".css": "text/css; charset=utf-8"}
+    #: The answer to a file that is not there: a JSON 404, as elsewhere.
     childNotFound = NotFound()  # type: ignore[assignment]
 
     def __init__(self, path: str = CONSOLE_FOLDER, *args: object, **kwargs: object) -> None:
         super().__init__(path, *args, **kwargs)  # type: ignore[arg-type]
+        #: The file a folder's URL serves.
         self.indexNames = ["index.html"]
 
     def render(self, request: server.Request) -> bytes | int:
+        """A file of the console, with headers that keep it to itself."""
         request.setHeader(b"x-content-type-options", b"nosniff")
         request.setHeader(b"content-security-policy", CONSOLE_POLICY)
         request.setHeader(b"x-frame-options", b"DENY")
@@ -44,6 +49,7 @@ class ConsoleFiles(static.File):
         return super().render(request)
 
     def directoryListing(self) -> resource.Resource:
+        """No listing of folders: a 404."""
         return NotFound()
 
 

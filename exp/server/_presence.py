@@ -35,6 +35,8 @@ from exp.server._storage import IStorage, dumps
 LEASE = 30.0
 #: The event announced on a device's system channel.
 STATUS = "status"
+#: The collections (under no organization) of the processes' leases and of the
+#: devices each process has sessions of.
 PROCESSES, PRESENCE = "processes", "presence"
 
 #: A device: C{(organization, uuid)}.
@@ -58,7 +60,9 @@ class Presence:
         self._storage = storage
         self._notify = notify
         self._clock = clock
+        #: Seconds this process's records hold without renewal.
         self.lease = lease
+        #: This process's id in the records.
         self.process = secrets.token_hex(8)
         self._sessions: Counter[Who] = Counter()
         self._written: set[Who] = set()
