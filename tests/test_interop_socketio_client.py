@@ -275,8 +275,9 @@ async def test_device_answers_a_broadcast(
     auth = await login(http, "device")
     assert auth["identity"]["type"] == "device"
     org = auth["identity"]["organization"]
+    # A system channel other than its own: on its own, the server announces its status.
     channels = [encode_channel(org, "interop-device"),
-                encode_channel(org, DEMO["device_uuid"], system=True)]
+                encode_channel(org, "demo-location", system=True)]
     client = spawn(auth["network"]["host"], auth["token"], channels, transports=transports)
     if transports is None:
         await upgraded_session(client, channels)
