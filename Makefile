@@ -13,7 +13,7 @@ INTEROP = tests/interop
 # Where the browser tests save their screenshots, for a person to look at.
 SCREENSHOTS ?= $(CURDIR)/test-screenshots
 
-.PHONY: venv system-packages install demo test server docs clean
+.PHONY: venv system-packages install demo test server docs clean readme-screenshot
 
 # The checkout is installed in "compat" editable mode: a .pth file puts this
 # folder on sys.path, so `exp` and the twistd plugin dropin
@@ -53,6 +53,11 @@ test: install
 	$(BIN)/ruff check exp tests examples benchmarks
 	$(BIN)/mypy exp
 	EXP_SCREENSHOTS=$(SCREENSHOTS) $(BIN)/pytest
+
+# The README's picture of the console (docs/console.png), taken again by its test.
+readme-screenshot: install
+	EXP_README_SCREENSHOT=1 EXP_SCREENSHOTS=$(SCREENSHOTS) $(BIN)/pytest -q \
+		tests/test_console.py -k test_a_device_goes_online_and_offline
 
 # API reference from the docstrings, into apidocs/ (fails on any broken reference).
 docs: venv
