@@ -14,7 +14,7 @@ from collections import defaultdict
 from typing import Any
 
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import Interface, implementer
@@ -221,7 +221,7 @@ class LocalHub:
 
         def cancel(_: Deferred[list[Any]]) -> None:
             self._collecting.pop(broadcast_id, None)
-            if call.active():
+            if call is not None and call.active():
                 call.cancel()
 
         def unpublished(failure: Failure) -> None:
@@ -232,10 +232,15 @@ class LocalHub:
         d: Deferred[list[Any]] = Deferred(cancel)
         broadcast_id = uuidlib.uuid4().hex
         self._collecting[broadcast_id] = collection
+        call: IDelayedCall | None = None
         published = self._send(broadcast_id, channel, name, payload)
-        call = self._clock.callLater(timeout, finish)
         if published is not None:
             published.addErrback(unpublished)
+        if timeout > 0:
+            call = self._clock.callLater(timeout, finish)
+        else:
+            # Nothing to wait for: what was delivered is all it collects.
+            finish()
         return d
 
     def respond(self, broadcast_id: str, channel: str, payload: Any) -> bool:

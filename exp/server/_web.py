@@ -292,6 +292,8 @@ class Router(resource.Resource):
         """Answer C{request} later, from its route's handler."""
         exchange = _Exchange(request)
         d = ensureDeferred(self._dispatch(exchange))
+        if d.called:
+            return server.NOT_DONE_YET  # answered already
 
         def gone(_: Failure) -> None:
             exchange.gone = True
