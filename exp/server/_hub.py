@@ -8,7 +8,6 @@ subscribers of one process.
 
 from __future__ import annotations
 
-import json
 import uuid as uuidlib
 from collections import defaultdict
 from typing import Any
@@ -19,6 +18,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import Interface, implementer
 
+from exp.protocol import compact_json
 from exp.protocol import engineio as eio
 
 #: What one broadcast collects at most by default: responses, and their
@@ -30,7 +30,7 @@ MAX_RESPONSE_BYTES = 8 << 20
 
 def json_size(value: Any) -> int:
     """The bytes of C{value} as compact JSON."""
-    return eio.utf8_size(json.dumps(value, separators=(",", ":"), ensure_ascii=False))
+    return eio.utf8_size(compact_json(value))
 
 
 class Message:

@@ -248,6 +248,15 @@ def _compile(template: str) -> re.Pattern[str]:
     return re.compile(out + "/?$")
 
 
+def _head(path: str) -> str:
+    """
+    The first two segments of a path or path template (C{/api/devices} of
+    C{/api/devices/{uuid}}): no path matches a template with other literal
+    first segments.
+    """
+    return "/".join(path.split("/", 3)[:3]).rstrip("/")
+
+
 class _Exchange:
     """A request being answered, and whether its client has gone."""
 
@@ -273,11 +282,25 @@ class Router(resource.Resource):
         super().__init__()
         self._prefix = prefix
         self._routes: list[_Route] = []
+        #: The routes a path may match, by the path's first segments (L{_head}):
+        #: those whose template starts with these segments, and those whose
+        #: template has a parameter among its first segments (in L{_anywhere}),
+        #: in the order added.
+        self._by_head: dict[str, list[_Route]] = {}
+        self._anywhere: list[_Route] = []
 
     def add(self, method: str, template: str, handler: Handler) -> None:
         """Answer C{method} requests whose path matches C{template} with C{handler}."""
-        self._routes.append(_Route(method.encode("ascii"), _compile(self._prefix + template),
-                                   handler, self._prefix + template))
+        template = self._prefix + template
+        route = _Route(method.encode("ascii"), _compile(template), handler, template)
+        self._routes.append(route)
+        head = _head(template)
+        if "{" in head:
+            self._anywhere.append(route)
+            for routes in self._by_head.values():
+                routes.append(route)
+        else:
+            self._by_head.setdefault(head, list(self._anywhere)).append(route)
 
     def include(self, routes: Routes[S], bound_to: S) -> None:
         """Add the handlers of C{routes}, each given C{bound_to} before the request."""
@@ -338,7 +361,7 @@ class Router(resource.Resource):
             raise HttpError(413, "payload.tooLarge", "the request body is too large")
         path = request.path.decode("utf-8", "replace")
         allowed: list[bytes] = []
-        for route in self._routes:
+        for route in self._by_head.get(_head(path), self._anywhere):
             match = route.pattern.match(path)
             if match is None:
                 continue
@@ -363,11 +386,15 @@ def _write_error(exchange: _Exchange, error: HttpError) -> None:
     _write_json(exchange, {"code": error.code, "message": error.message})
 
 
+#: Compact JSON text in ASCII (other characters escaped), one encoder for all answers.
+_ascii_json = json.JSONEncoder(separators=(",", ":")).encode
+
+
 def _write_json(exchange: _Exchange, value: Any) -> None:
     if exchange.finished():
         return
     request = exchange.request
-    body = json.dumps(value, separators=(",", ":")).encode("utf-8")
+    body = _ascii_json(value).encode("ascii")
     request.setHeader(b"content-type", b"application/json; charset=utf-8")
     request.setHeader(b"content-length", str(len(body)).encode("ascii"))
     request.write(body)
