@@ -25,14 +25,13 @@ from autobahn.twisted.resource import WebSocketResource
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.protocol import PreparedMessage
 from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
-from twisted.internet.abstract import FileDescriptor
 from twisted.internet.interfaces import IDelayedCall, IPullProducer, IPushProducer, IReactorTime
 from twisted.logger import Logger
-from twisted.protocols.policies import ProtocolWrapper
 from twisted.web import resource, server
 from zope.interface import implementer
 
 from exp.protocol import engineio as eio
+from exp.server._web import socket_of
 
 #: The query parameters of a request, each name with its values.
 Params = dict[str, list[str]]
@@ -412,22 +411,6 @@ def _engineio_error(request: server.Request, status: int, code: int | str,
     return json.dumps({"code": code, "message": message}).encode("utf-8")
 
 
-def _socket_of(transport: Any) -> socket.socket | None:
-    """
-    The socket that the bytes written to C{transport} go to as they are:
-    that of a TCP (or UNIX) connection, perhaps behind a protocol wrapper
-    that passes writes on unchanged (as C{twisted.protocols.policies} and
-    the server's L{PeerLimit<exp.server._web.PeerLimit>} put connections).
-    None for anything else (TLS encrypts what is written).
-    """
-    if type(transport) is ProtocolWrapper:
-        transport = transport.transport
-    if not isinstance(transport, FileDescriptor) or getattr(transport, "TLS", False):
-        return None
-    handle = transport.getHandle()  # type: ignore[attr-defined]
-    return handle if isinstance(handle, socket.socket) else None
-
-
 @implementer(IPushProducer)
 class _Drain:
     """
@@ -509,7 +492,7 @@ class _WebSocket(WebSocketServerProtocol):
         # In place of the HTTP channel, whose request this connection was
         # (every Twisted stream transport and protocol wrapper takes one).
         self.unregisterProducer()
-        self._socket = _socket_of(self.transport)
+        self._socket = socket_of(self.transport)
         if self._socket is None:
             self.registerProducer(_Drain(self), True)
         else:

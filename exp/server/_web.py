@@ -8,6 +8,7 @@ from __future__ import annotations
 import inspect
 import json
 import re
+import socket
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from functools import partial
@@ -16,12 +17,14 @@ from typing import Any, Generic, TypeVar
 from urllib.parse import parse_qs, unquote, unquote_plus
 
 import attrs
+from twisted.internet.abstract import FileDescriptor
 from twisted.internet.defer import CancelledError, ensureDeferred
 from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.protocols import policies
 from twisted.python.failure import Failure
 from twisted.web import http, resource, server
+from twisted.web.http_headers import Headers
 
 from exp.protocol import strict_json
 from exp.server._storage import InvalidDocument, Unavailable
@@ -562,6 +565,47 @@ class DeadlineChannel(http.HTTPChannel):
     head_timeout = 10.0
     _head_clock: Any = None
     _past_head = False
+    #: The head of the answer being written, until its body's first bytes.
+    _answer_head: bytes | None = None
+
+    def writeHeaders(self, version: bytes, code: bytes, reason: bytes,
+                     headers: Headers) -> None:
+        """
+        Keep the head of an answer (as Twisted writes it) until the first
+        bytes of its body, to write both at once: one write, one send.
+        """
+        if not isinstance(headers, Headers):
+            super().writeHeaders(version, code, reason, headers)
+            return
+        head = [version, b" ", code, b" ", reason, b"\r\n"]
+        for name, values in headers.getAllRawHeaders():
+            for value in values:
+                head += (name, b": ", value, b"\r\n")
+        head.append(b"\r\n")
+        self._answer_head = b"".join(head)
+
+    def write(self, data: bytes) -> None:
+        """Write C{data} of an answer, after its head if that still waits."""
+        head = self._answer_head
+        if head is not None:
+            self._answer_head = None
+            data = head + data
+        assert self.transport is not None
+        self.transport.write(data)
+
+    def writeSequence(self, iovec: list[bytes]) -> None:
+        """Write the parts of C{iovec} as one."""
+        self.write(b"".join(iovec))
+
+    def _write_head(self) -> None:
+        """Write the head of an answer that has no body."""
+        if self._answer_head is not None:
+            self.write(b"")
+
+    def loseConnection(self) -> None:
+        """Close the connection, once what waits is written."""
+        self._write_head()
+        super().loseConnection()
 
     def dataReceived(self, data: bytes) -> None:
         """Start the head's clock at the first byte of a request."""
@@ -577,6 +621,7 @@ class DeadlineChannel(http.HTTPChannel):
 
     def requestDone(self, request: http.Request) -> None:
         """The next request's head gets a clock of its own."""
+        self._write_head()
         self._past_head = False
         super().requestDone(request)
 
@@ -600,11 +645,70 @@ class DeadlineChannel(http.HTTPChannel):
         self.loseConnection()
 
 
+def socket_of(transport: Any) -> socket.socket | None:
+    """
+    The socket that the bytes written to C{transport} go to as they are:
+    that of a TCP (or UNIX) connection, perhaps behind a protocol wrapper
+    that passes writes on unchanged (C{twisted.protocols.policies}'s, or a
+    L{Connection} once its HTTP channel has handed it over).  None for
+    anything else (TLS encrypts what is written).
+    """
+    if type(transport) is policies.ProtocolWrapper or isinstance(transport, Connection):
+        transport = transport.transport
+    if not isinstance(transport, FileDescriptor) or getattr(transport, "TLS", False):
+        return None
+    handle = transport.getHandle()  # type: ignore[attr-defined]
+    return handle if isinstance(handle, socket.socket) else None
+
+
+class Connection(policies.ProtocolWrapper):
+    """
+    A connection of the site (see L{PeerLimit}).  Over a plain socket, what
+    its HTTP channel writes (an answer at a time, see
+    L{DeadlineChannel.writeHeaders}) goes to the socket at once, without
+    waiting for the reactor's next turn, as long as the transport has never
+    had to keep anything; once it has, Twisted writes as usual.  Writes of
+    a protocol that takes the connection over (a WebSocket) are passed on.
+    """
+
+    _socket: socket.socket | None = None
+    _channel: Any = None
+
+    def makeConnection(self, transport: Any) -> None:
+        """Find the socket under C{transport}, then connect the HTTP channel."""
+        self._socket = socket_of(transport)
+        self._channel = self.wrappedProtocol
+        super().makeConnection(transport)
+
+    def write(self, data: bytes) -> None:
+        """Write C{data}: to the socket if nothing waits before it, else after what waits."""
+        sock, transport = self._socket, self.transport
+        assert transport is not None
+        if sock is None or self.wrappedProtocol is not self._channel:
+            transport.write(data)
+            return
+        try:
+            sent = sock.send(data)
+        except OSError:
+            sent = 0  # Twisted finds the error as it writes, and closes the connection
+        if sent < len(data):
+            # The rest waits in the transport, and from now on all that follows.
+            self._socket = None
+            transport.write(data[sent:])
+
+    def writeSequence(self, data: list[bytes]) -> None:
+        """Write the parts of C{data} as one."""
+        self.write(b"".join(data))
+
+
 class PeerLimit(policies.WrappingFactory):
     """
     At most C{limit} connections at once from one peer address (0: no
-    limit); a connection past it is closed at once, and logged.
+    limit); a connection past it is closed at once, and logged.  Each
+    connection is a L{Connection}.
     """
+
+    protocol = Connection
 
     def __init__(self, site: server.Site, limit: int) -> None:
         super().__init__(site)
