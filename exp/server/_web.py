@@ -18,6 +18,7 @@ from urllib.parse import parse_qs, unquote, unquote_plus
 
 import attrs
 from twisted.internet.abstract import FileDescriptor
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import CancelledError, ensureDeferred
 from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
@@ -512,7 +513,8 @@ def redact_uri(uri: bytes) -> bytes:
     and the token of a delivery path (C{/_rt=<token>/}) too.
     """
     path, question, rest = uri.partition(b"?")
-    path = _PATH_TOKEN.sub(b"/_rt=<redacted>", path)
+    if b"/_rt=" in path:
+        path = _PATH_TOKEN.sub(b"/_rt=<redacted>", path)
     if not question:
         return path
     query, hash_, fragment = rest.partition(b"#")
@@ -545,12 +547,39 @@ class _Redacted:
         return value
 
 
+def _plain(value: bytes) -> str | None:
+    """
+    C{value} as text, if twisted.web's log escaping leaves it as it is
+    (printable ASCII, no quote or backslash); else None.
+    """
+    if not value.isascii():
+        return None
+    text = value.decode("ascii")
+    if not text.isprintable() or '"' in text or "\\" in text:
+        return None
+    return text
+
+
 def access_log_formatter(timestamp: str, request: server.Request) -> str:
     """
     The combined log format of twisted.web, with the tokens that delivery
     URLs (C{_rt}) and socket handshakes (C{token}) carry in the query redacted.
+    (The line of twisted.web's C{combinedLogFormatter}, written at once when
+    none of its parts needs escaping, as is the rule.)
     """
-    return str(http.combinedLogFormatter(timestamp, _Redacted(request)))
+    address = request.getClientAddress()
+    referrer = request.getHeader(b"referer")
+    parts = [_plain(part) for part in (
+        address.host.encode("utf-8") if isinstance(address, (IPv4Address, IPv6Address))
+        else b"-",
+        request.method, redact_uri(request.uri), request.clientproto,
+        (None if referrer is None else redact_uri(referrer)) or b"-",
+        request.getHeader(b"user-agent") or b"-")]
+    if None in parts:
+        return str(http.combinedLogFormatter(timestamp, _Redacted(request)))
+    host, method, path, protocol, referred, agent = parts
+    return (f'"{host}" - - {timestamp} "{method} {path} {protocol}" {request.code:d} '
+            f'{request.sentLength or "-"} "{referred}" "{agent}"')
 
 
 class DeadlineChannel(http.HTTPChannel):
