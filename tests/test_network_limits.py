@@ -6,6 +6,7 @@ each with its defended outcome asserted.
 
 from __future__ import annotations
 
+import gc
 import json
 import socket
 from collections.abc import AsyncIterator
@@ -21,6 +22,7 @@ from twisted.protocols import policies
 from twisted.python import usage
 
 from exp.server import ServerConfig
+from exp.server._web import DeadlineChannel
 from exp.server.tap import Options
 from exp.server.testing import DEMO, RunningServer
 
@@ -381,6 +383,23 @@ async def test_polling_needs_a_token_of_the_sessions_identity(
             assert (answer.code, answer.json["code"]) == (status, code), (other, answer)
     client.token = await http.user_token()
     await assert_served(client)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_websocket_keeps_nothing_of_the_http_channel_it_came_through(
+        net: Clients, token: str) -> None:
+    """Once a WebSocket has taken its connection over, the HTTP channel of its handshake
+    (with its request) is gone: an idle session costs its WebSocket, not an HTTP exchange
+    as well."""
+    def channels() -> int:
+        gc.collect()
+        return sum(isinstance(o, DeadlineChannel) for o in gc.get_objects())
+
+    before = channels()
+    clients = [await net.connect("websocket", token) for _ in range(3)]
+    for client in clients:
+        await assert_served(client)
+    assert channels() == before
 
 
 @pytest_twisted.ensureDeferred

@@ -701,19 +701,17 @@ class Connection(policies.ProtocolWrapper):
     """
 
     _socket: socket.socket | None = None
-    _channel: Any = None
 
     def makeConnection(self, transport: Any) -> None:
         """Find the socket under C{transport}, then connect the HTTP channel."""
         self._socket = socket_of(transport)
-        self._channel = self.wrappedProtocol
         super().makeConnection(transport)
 
     def write(self, data: bytes) -> None:
         """Write C{data}: to the socket if nothing waits before it, else after what waits."""
         sock, transport = self._socket, self.transport
         assert transport is not None
-        if sock is None or self.wrappedProtocol is not self._channel:
+        if sock is None or not isinstance(self.wrappedProtocol, http.HTTPChannel):
             transport.write(data)
             return
         try:
