@@ -25,6 +25,7 @@ from twisted.logger import Logger
 from twisted.protocols import policies
 from twisted.python.failure import Failure
 from twisted.web import http, resource, server
+from twisted.web.http import HTTPChannel
 from twisted.web.http_headers import Headers
 
 from exp.protocol import strict_json
@@ -711,7 +712,7 @@ class Connection(policies.ProtocolWrapper):
         """Write C{data}: to the socket if nothing waits before it, else after what waits."""
         sock, transport = self._socket, self.transport
         assert transport is not None
-        if sock is None or not isinstance(self.wrappedProtocol, http.HTTPChannel):
+        if sock is None or not isinstance(self.wrappedProtocol, HTTPChannel):
             transport.write(data)
             return
         try:
