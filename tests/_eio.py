@@ -333,9 +333,10 @@ def _client_frame(text: str) -> bytes:
 
 class Unreading:
     """
-    A raw TCP WebSocket client with a small receive buffer: it shakes hands,
-    reads the first packets, then writes (pings) but never reads again.
-    The socket is non-blocking, so the reactor serves the server meanwhile.
+    A raw TCP WebSocket client with a small receive buffer, which reads only
+    when asked: it shakes hands, reads the first packets, then writes (pings)
+    but reads nothing more, or only later.  The socket is non-blocking, so
+    the reactor serves the server meanwhile.
     """
 
     def __init__(self, url: str, token: str) -> None:
@@ -365,6 +366,16 @@ class Unreading:
             return
         raise AssertionError("the server sent nothing")
 
+    def read_available(self) -> None:
+        """Take what the kernel has received, without waiting."""
+        while True:
+            try:
+                data = self.sock.recv(65536)
+            except BlockingIOError:
+                return
+            assert data, "the server closed the connection"
+            self._buffer += data
+
     async def next(self) -> str:
         """The next text frame from the server (reading, for now)."""
         while not self._opened:
@@ -377,11 +388,13 @@ class Unreading:
         while True:
             if len(self._buffer) >= 2:
                 length, start = self._buffer[1] & 0x7F, 2
-                if length == 126 and len(self._buffer) >= 4:
-                    length, start = struct.unpack("!H", self._buffer[2:4])[0], 4
-                elif length == 127 and len(self._buffer) >= 10:
-                    length, start = struct.unpack("!Q", self._buffer[2:10])[0], 10
-                if length < 126 and len(self._buffer) >= start + length:
+                if length == 126:
+                    start = 4
+                elif length == 127:
+                    start = 10
+                if start > 2 and len(self._buffer) >= start:
+                    length = int.from_bytes(self._buffer[2:start], "big")
+                if len(self._buffer) >= start + length:
                     assert self._buffer[0] == 0x81, self._buffer[:1]
                     text = self._buffer[start:start + length].decode("utf-8")
                     self._buffer = self._buffer[start + length:]

@@ -6,13 +6,16 @@ is cut at its deadline, and one peer address holds only so many connections.
 
 from __future__ import annotations
 
+import json
 import socket
 import time
+import urllib.request
 from collections.abc import Iterator
 
 import pytest
 
-from exp.server.testing import ServerProcess
+from exp.protocol import encode_channel
+from exp.server.testing import DEMO, ServerProcess
 
 pytestmark = pytest.mark.slow
 
@@ -112,3 +115,48 @@ def test_one_peer_holds_only_so_many_connections(server: ServerProcess) -> None:
     finally:
         for conn in held:
             conn.close()
+
+
+
+def take_answer(data: bytes, has_body: bool = True) -> tuple[bytes, bytes, bytes]:
+    """The status line and body of the first answer in C{data}, and what follows it."""
+    head, found, rest = data.partition(b"\r\n\r\n")
+    assert found, data
+    status, *lines = head.split(b"\r\n")
+    headers = dict(line.lower().split(b": ", 1) for line in lines)
+    length = int(headers.get(b"content-length", b"0")) if has_body else 0
+    return status, rest[:length], rest[length:]
+
+
+def test_answers_on_one_connection_keep_their_order(server: ServerProcess) -> None:
+    """Requests sent at once on one connection are answered in order, each answer whole:
+    an interim 100 Continue before its answer, a HEAD's head alone, a body-less 204."""
+    login = json.dumps({"username": DEMO["username"], "password": DEMO["password"],
+                        "organization": DEMO["organization"]}).encode()
+    with urllib.request.urlopen(urllib.request.Request(
+            f"{server.url}/api/auth/login", data=login,
+            headers={"Content-Type": "application/json"}), timeout=BOUND) as answer:
+        token = json.load(answer)["token"].encode()
+    body = json.dumps({"channel": encode_channel(DEMO["organization"], "order"),
+                       "name": "n"}).encode()
+    with connect(server) as conn:
+        conn.sendall(
+            b"POST /api/networks/current/broadcasts HTTP/1.1\r\nHost: x\r\n"
+            b"Authorization: Bearer " + token + b"\r\nContent-Type: application/json\r\n"
+            b"Expect: 100-continue\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+            + b"HEAD /api/openapi.json HTTP/1.1\r\nHost: x\r\n\r\n"
+            + b"OPTIONS /api/devices HTTP/1.1\r\nHost: x\r\nOrigin: http://a.example\r\n"
+              b"Access-Control-Request-Method: GET\r\n\r\n"
+            + b"GET /api/openapi.json HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        data = read_all(conn)
+    status, _, data = take_answer(data, has_body=False)
+    assert status == b"HTTP/1.1 100 Continue"
+    status, answer, data = take_answer(data)
+    assert (status, json.loads(answer)) == (b"HTTP/1.1 200 OK", [])
+    status, answer, data = take_answer(data, has_body=False)
+    assert (status, answer) == (b"HTTP/1.1 200 OK", b"")
+    status, answer, data = take_answer(data)
+    assert (status, answer) == (b"HTTP/1.1 204 No Content", b"")
+    status, answer, data = take_answer(data)
+    assert status == b"HTTP/1.1 200 OK" and "paths" in json.loads(answer)
+    assert data == b""

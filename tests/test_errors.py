@@ -164,6 +164,43 @@ async def test_wrong_method_is_405_with_allow(http: Http, token: str, method: st
     await still_serving(http, token)
 
 
+@pytest.mark.parametrize(("method", "path", "answer"), [
+    ("GET", "/api/a", "first"), ("GET", "/api/a/", "first"), ("GET", "/api/b", "any-b"),
+    ("GET", "/api/b/x", "b-x"), ("POST", "/api/b/x", "any-x"), ("GET", "/x/y/z", "deep"),
+    ("GET", "/api/c/x", "any-x"), ("PUT", "/api/a", 405), ("GET", "/api/d", "any-d"),
+    ("GET", "/api/d/e", 404),
+    ("GET", "/api", 404), ("GET", "/", 404), ("GET", "/api/a/b/c", 404),
+])
+def test_a_path_takes_the_first_route_it_matches(method: str, path: str,
+                                                  answer: str | int) -> None:
+    """Routes are matched in the order added, whatever their first segments (the router
+    looks only at those that may match); a known path's other methods are 405."""
+    from twisted.web.test.requesthelper import DummyRequest
+
+    from exp.server._web import Router
+
+    router = Router()
+    for route_method, template in [("GET", "/api/a"), ("GET", "/api/{kind}"),
+                                   ("GET", "/api/b/x"), ("GET", "/{one}/{two}/z"),
+                                   ("GET", "/api/{kind}/x"), ("POST", "/api/{kind}/x")]:
+        async def handler(req: Any, template: str = template, route_method: str = route_method
+                          ) -> str:
+            names = {"/api/a": "first", "/api/b/x": "b-x", "/{one}/{two}/z": "deep"}
+            if template == "/api/{kind}":
+                return f"any-{req.match['kind']}"
+            return names.get(template, "any-x")
+
+        router.add(route_method, template, handler)
+    request = DummyRequest(path.lstrip("/").split("/"))
+    request.method, request.path, request.uri = method.encode(), path.encode(), path.encode()
+    router.render(request)
+    body = b"".join(request.written)
+    if isinstance(answer, int):
+        assert request.responseCode == answer and b"code" in body, body
+    else:
+        assert json.loads(body) == answer
+
+
 @pytest_twisted.ensureDeferred
 async def test_wrong_method_is_405_before_authentication(http: Http, token: str) -> None:
     """A wrong method is 405 even without a token: the route decides first."""

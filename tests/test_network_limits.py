@@ -6,7 +6,9 @@ each with its defended outcome asserted.
 
 from __future__ import annotations
 
+import gc
 import json
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -20,6 +22,7 @@ from twisted.protocols import policies
 from twisted.python import usage
 
 from exp.server import ServerConfig
+from exp.server._web import DeadlineChannel
 from exp.server.tap import Options
 from exp.server.testing import DEMO, RunningServer
 
@@ -34,6 +37,7 @@ from ._eio import (
     event,
     frame,
     guard,
+    parse_event,
     parse_open,
     pause,
     subscribe,
@@ -84,17 +88,30 @@ def test_every_cap_is_a_server_option_with_the_configs_default() -> None:
             Options().parseOptions(bad)
 
 
+class _Rewrapper(policies.ProtocolWrapper):
+    """A protocol wrapper the server does not know to pass writes on unchanged, as TLS."""
+
+
+class _RewrappingFactory(policies.WrappingFactory):
+    protocol = _Rewrapper
+
+
+#: How a test reaches the server: its own port; its site behind a protocol wrapper,
+#: as twisted.protocols.policies puts connections (both write to the socket at once
+#: when nothing waits); or behind one the server cannot see through, as TLS (which
+#: buffers every write).
+SITES = ["plain", "wrapped", "opaque"]
+
+
 @asynccontextmanager
-async def site_of(server: RunningServer, wrapped: bool) -> AsyncIterator[Clients]:
-    """
-    Clients of C{server}, or (C{wrapped}) of its site behind a protocol wrapper
-    on a port of its own, as C{twisted.protocols.policies} puts connections.
-    """
-    if not wrapped:
+async def site_of(server: RunningServer, site: str) -> AsyncIterator[Clients]:
+    """Clients of C{server} through C{site} (see L{SITES})."""
+    if site == "plain":
         yield Clients(server.url)
         return
+    kind = policies.WrappingFactory if site == "wrapped" else _RewrappingFactory
     port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(
-        policies.WrappingFactory(server.server.site()))
+        kind(server.server.site()))
     clients = Clients(f"http://127.0.0.1:{port.getHost().port}")
     try:
         yield clients
@@ -103,13 +120,13 @@ async def site_of(server: RunningServer, wrapped: bool) -> AsyncIterator[Clients
         await port.stopListening()
 
 
-@pytest.mark.parametrize("wrapped", [False, True], ids=["plain", "wrapped"])
+@pytest.mark.parametrize("site", SITES)
 @pytest_twisted.ensureDeferred
-async def test_websocket_client_that_never_reads_is_closed(wrapped: bool) -> None:
+async def test_websocket_client_that_never_reads_is_closed(site: str) -> None:
     """A WebSocket client that pings but never reads is closed once the server's writes to
     it back up past the session's queue cap; the others are served, and it can reconnect.
     So too when the connection is behind a protocol wrapper."""
-    async with running() as (server, _), site_of(server, wrapped) as net:
+    async with running() as (server, _), site_of(server, site) as net:
         token = await net.http.user_token()
         bystander = await Bystander.join(net, token)
         client = Unreading(net.url, token)
@@ -130,6 +147,50 @@ async def test_websocket_client_that_never_reads_is_closed(wrapped: bool) -> Non
             await bystander.check()
             again = await net.connect("websocket", token)
             await assert_served(again)
+        finally:
+            client.close()
+
+
+@pytest.mark.parametrize("site", SITES)
+@pytest_twisted.ensureDeferred
+async def test_a_slow_websocket_client_gets_every_broadcast_in_order(site: str) -> None:
+    """Broadcasts to a WebSocket client that stops reading for a while wait in the kernel's
+    buffers, then in the server's; those delivered once the client reads a little, while
+    the server still holds bytes for it, go after those bytes; all of them reach it in
+    the order posted, and so do those posted after it has caught up."""
+    async with running() as (server, _), site_of(server, site) as net:
+        token = await net.http.user_token()
+        client = Unreading(net.url, token)
+        try:
+            sid = parse_open(await client.next())["sid"]
+            assert await client.next() == "40"
+            assert await subscribe(client, [LOBBY]) == [LOBBY]
+            websocket = server.server.network.sessions[sid].session.websocket
+            assert websocket is not None
+            # Small kernel buffers on the server's side too (loopback's grow to MiBs).
+            websocket.transport.getHandle().setsockopt(
+                socket.SOL_SOCKET, socket.SO_SNDBUF, 8192)
+            filler = "y" * (24 << 10)
+            # 60 of 24 KiB: more than the kernel's buffers take for a client that does
+            # not read, within the session's caps (4 MiB, 1000 messages).
+            for seq in range(60):
+                answer = await broadcast(net.http, token, LOBBY, "seq", [seq, filler])
+                assert answer.code == 200, answer
+            assert websocket.backed_up  # the server holds bytes for the client
+            seq = 60
+            for _ in range(3):
+                # The client makes room in the kernel's buffers, and a broadcast is
+                # delivered before the reactor has written what the server holds.
+                client.read_available()
+                server.server.hub.notify(LOBBY, "seq", [seq, filler])
+                seq += 1
+            for expected in range(seq):
+                name, args = parse_event(await client.next())
+                assert (name, args[0]["payload"][0]) == ("broadcast", expected)
+            for expected in range(seq, seq + 3):
+                assert (await broadcast(net.http, token, LOBBY, "seq", [expected])).code == 200
+                name, args = parse_event(await client.next())
+                assert (name, args[0]["payload"]) == ("broadcast", [expected])
         finally:
             client.close()
 
@@ -322,6 +383,23 @@ async def test_polling_needs_a_token_of_the_sessions_identity(
             assert (answer.code, answer.json["code"]) == (status, code), (other, answer)
     client.token = await http.user_token()
     await assert_served(client)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_websocket_keeps_nothing_of_the_http_channel_it_came_through(
+        net: Clients, token: str) -> None:
+    """Once a WebSocket has taken its connection over, the HTTP channel of its handshake
+    (with its request) is gone: an idle session costs its WebSocket, not an HTTP exchange
+    as well."""
+    def channels() -> int:
+        gc.collect()
+        return sum(isinstance(o, DeadlineChannel) for o in gc.get_objects())
+
+    before = channels()
+    clients = [await net.connect("websocket", token) for _ in range(3)]
+    for client in clients:
+        await assert_served(client)
+    assert channels() == before
 
 
 @pytest_twisted.ensureDeferred

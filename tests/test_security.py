@@ -27,6 +27,8 @@ import attrs
 import jwt.algorithms
 import pytest
 import pytest_twisted
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.internet import reactor, task
 from twisted.logger import globalLogPublisher
 
@@ -811,6 +813,40 @@ def test_access_log_redacts_tokens_in_uri_and_referrer() -> None:
     assert "SECRET" not in line
     assert "/api/delivery/a.png?variant=small&_rt=<redacted>" in line
     assert "http://h/app?token=<redacted>#x" in line
+
+
+_LOG_PART = st.one_of(st.sampled_from([b"", b"-", b"GET", b"HTTP/1.1", b"it's", b'"q"', b"a\\b",
+                                        b"/x?token=t&sid=s", b"/_rt=r/y", b"\xe9", b"\t"]),
+                      st.binary(max_size=12))
+
+
+@settings(max_examples=300, deadline=None)
+@given(method=_LOG_PART, uri=_LOG_PART, protocol=_LOG_PART, referrer=st.none() | _LOG_PART,
+       agent=st.none() | _LOG_PART, host=st.sampled_from(["127.0.0.1", "::1", None]))
+def test_access_log_lines_are_twisted_webs_combined_format(
+        method: bytes, uri: bytes, protocol: bytes, referrer: bytes | None,
+        agent: bytes | None, host: str | None) -> None:
+    """Whatever the request, its access log line is twisted.web's combined log format of
+    the request with its tokens redacted, escaping and all."""
+    from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
+    from twisted.web.http import combinedLogFormatter
+    from twisted.web.test.requesthelper import DummyRequest
+
+    from exp.server._web import _Redacted, access_log_formatter
+
+    request = DummyRequest([b""])
+    request.method, request.uri, request.clientproto = method, uri, protocol
+    request.code, request.sentLength = 200, 17
+    for name, value in ((b"referer", referrer), (b"user-agent", agent)):
+        if value is not None:
+            request.requestHeaders.setRawHeaders(name, [value])
+    request.client = (UNIXAddress(None) if host is None else
+                      IPv6Address("TCP", host, 1) if ":" in host else IPv4Address("TCP", host, 1))
+    try:
+        expected = combinedLogFormatter("[now]", _Redacted(request))
+    except UnicodeError:  # twisted.web's escaping takes only ASCII text
+        return
+    assert access_log_formatter("[now]", request) == expected
 
 
 # -- constant-time comparisons ----------------------------------------------------------

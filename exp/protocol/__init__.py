@@ -6,7 +6,7 @@ they carry.  Nothing here imports Twisted.
 
 from exp.protocol import _engineio as engineio
 from exp.protocol._channels import ChannelId, InvalidChannelId, encode_channel
-from exp.protocol._json import strict_json
+from exp.protocol._json import compact_json, strict_json
 from exp.protocol._tokens import (
     InvalidToken,
     consumer_app_token,
@@ -21,6 +21,7 @@ __all__ = [
     "ChannelId",
     "InvalidChannelId",
     "InvalidToken",
+    "compact_json",
     "consumer_app_token",
     "device_token",
     "encode_channel",

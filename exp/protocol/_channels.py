@@ -16,6 +16,15 @@ class InvalidChannelId(ValueError):
     """A string that is not a well-formed channel id."""
 
 
+#: Channels recently decoded (by id) and encoded: an application uses a few,
+#: over and over.  Ids longer than L{_CACHED_ID} are not kept, and each
+#: cache is emptied when it reaches L{_CACHED}.
+_decoded: dict[str, ChannelId] = {}
+_encoded: dict[ChannelId, str] = {}
+_CACHED = 4096
+_CACHED_ID = 256
+
+
 @attrs.frozen
 class ChannelId:
     """
@@ -35,11 +44,19 @@ class ChannelId:
 
     def encode(self) -> str:
         """The id of this channel on the wire."""
-        raw = json.dumps(
-            [self.organization, self.name, 1 if self.system else 0, 1 if self.consumer else 0],
-            separators=(",", ":"),
-        )
-        return base64.b64encode(raw.encode("utf-8")).decode("ascii")
+        encoded = _encoded.get(self)
+        if encoded is None:
+            raw = json.dumps(
+                [self.organization, self.name, 1 if self.system else 0,
+                 1 if self.consumer else 0],
+                separators=(",", ":"),
+            )
+            encoded = base64.b64encode(raw.encode("utf-8")).decode("ascii")
+            if len(encoded) <= _CACHED_ID:
+                if len(_encoded) >= _CACHED:
+                    _encoded.clear()
+                _encoded[self] = encoded
+        return encoded
 
     @classmethod
     def decode(cls, channel_id: object) -> ChannelId:
@@ -50,6 +67,9 @@ class ChannelId:
         """
         if not isinstance(channel_id, str) or len(channel_id) > 4096:
             raise InvalidChannelId("a channel id is a base64 string")
+        channel = _decoded.get(channel_id)
+        if channel is not None:
+            return channel
         try:
             value = json.loads(base64.b64decode(channel_id.encode("ascii"), validate=True))
         except (binascii.Error, UnicodeError, ValueError) as e:
@@ -65,7 +85,12 @@ class ChannelId:
             raise InvalidChannelId(
                 "a channel id encodes [organization, name, system, consumer]"
             )
-        return cls(value[0], value[1], bool(value[2]), bool(value[3]))
+        channel = cls(value[0], value[1], bool(value[2]), bool(value[3]))
+        if len(channel_id) <= _CACHED_ID and cls is ChannelId:
+            if len(_decoded) >= _CACHED:
+                _decoded.clear()
+            _decoded[channel_id] = channel
+        return channel
 
 
 def encode_channel(organization: str, name: str, system: bool = False,

@@ -14,7 +14,7 @@ from typing import Any
 
 import attrs
 
-from exp.protocol._json import strict_json
+from exp.protocol._json import compact_json, strict_json
 
 
 class PacketType(IntEnum):
@@ -203,7 +203,7 @@ class SocketIOPacket:
         if self.id is not None:
             out += str(self.id)
         if self.data is not None:
-            out += json.dumps(self.data, separators=(",", ":"), ensure_ascii=False)
+            out += compact_json(self.data)
         return out
 
     @classmethod
@@ -241,9 +241,14 @@ class SocketIOPacket:
         return cls(kind, data, namespace, packet_id)
 
 
+#: What the text of a Socket.IO event in an Engine.IO message starts with.
+_EVENT_PREFIX = f"{PacketType.MESSAGE:d}{SocketIOPacketType.EVENT:d}"
+
+
 def event(name: str, data: Any) -> str:
     """The Engine.IO message text of a Socket.IO event C{name} with C{data}."""
-    return Packet(MESSAGE, SocketIOPacket(EVENT, [name, data]).encode()).encode()
+    # As Packet(MESSAGE, SocketIOPacket(EVENT, [name, data]).encode()).encode().
+    return _EVENT_PREFIX + compact_json([name, data])
 
 
 def open_packet(sid: str, ping_interval_ms: int, ping_timeout_ms: int,

@@ -26,6 +26,19 @@ def _finite(text: str) -> float:
     return value
 
 
+_DECODER = json.JSONDecoder(parse_constant=_not_json, parse_float=_finite)
+
+_COMPACT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
+def compact_json(value: Any) -> str:
+    """
+    C{value} as compact JSON text (no blanks), its non-ASCII characters as
+    they are: C{json.dumps(value, separators=(",", ":"), ensure_ascii=False)},
+    with one encoder for every call.
+    """
+    return _COMPACT(value)
+
 #: The deepest nesting L{strict_json} accepts: whatever it returns can be
 #: encoded again, wrapped in a few more levels, from any stack depth.
 MAX_DEPTH = 500
@@ -70,11 +83,16 @@ def strict_json(text: str | bytes) -> Any:
 
     @raise ValueError: if C{text} is not such JSON.
     """
+    if isinstance(text, str):
+        if text.startswith("\ufeff"):
+            raise ValueError("a byte order mark is not JSON")
+        source = text
+    else:
+        source = text.decode(json.detect_encoding(text), "surrogatepass")
     try:
-        value = json.loads(text, parse_constant=_not_json, parse_float=_finite)
+        value = _DECODER.decode(source)
     except RecursionError:
         raise ValueError("JSON nested too deeply") from None
-    source = text if isinstance(text, str) else text.decode("utf-8", "replace")
     if source.count("[") + source.count("{") > MAX_DEPTH and _too_deep(value):
         raise ValueError(f"JSON nested more than {MAX_DEPTH} deep")
     if _SURROGATE_SOURCE.search(source) and _has_lone_surrogate(value):

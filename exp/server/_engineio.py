@@ -16,6 +16,7 @@ from __future__ import annotations
 import itertools
 import json
 import secrets
+import socket
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
@@ -24,12 +25,13 @@ from autobahn.twisted.resource import WebSocketResource
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.protocol import PreparedMessage
 from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
-from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IPullProducer, IPushProducer, IReactorTime
 from twisted.logger import Logger
 from twisted.web import resource, server
 from zope.interface import implementer
 
 from exp.protocol import engineio as eio
+from exp.server._web import socket_of
 
 #: The query parameters of a request, each name with its values.
 Params = dict[str, list[str]]
@@ -414,7 +416,8 @@ class _Drain:
     """
     Registered on a WebSocket's transport, which pauses it when what is
     written backs up (its buffer is full) and resumes it once all of it is
-    sent: the WebSocket counts what it writes in between.
+    sent: the WebSocket counts what it writes in between.  (On a socket's
+    transport, L{_Flushed} takes its place.)
     """
 
     __slots__ = ("websocket",)
@@ -426,25 +429,59 @@ class _Drain:
         self.websocket.backed_up = True
 
     def resumeProducing(self) -> None:
-        websocket = self.websocket
-        websocket.backed_up = False
-        websocket.backlog_bytes = websocket.backlog_messages = 0
+        self.websocket.drained()
+
+    def stopProducing(self) -> None:
+        pass
+
+
+@implementer(IPullProducer)
+class _Flushed:
+    """
+    Registered on a socket's transport while it holds bytes it has not
+    sent, which resumes it once all of them are: from then on its WebSocket
+    writes to the socket at once again.
+    """
+
+    __slots__ = ("registering", "websocket")
+
+    def __init__(self, websocket: _WebSocket) -> None:
+        self.websocket = websocket
+        #: Twisted resumes a pull producer as it registers it, sent or not.
+        self.registering = False
+
+    def resumeProducing(self) -> None:
+        if not self.registering:
+            websocket = self.websocket
+            websocket.unregisterProducer()
+            websocket.drained()
 
     def stopProducing(self) -> None:
         pass
 
 
 class _WebSocket(WebSocketServerProtocol):
-    """The WebSocket transport of one session."""
+    """
+    The WebSocket transport of one session.
+
+    Over a plain socket, what it sends is written to the socket at once
+    (a fan-out's first frame leaves before its last is framed) while the
+    transport has nothing waiting to be sent; else it goes after what
+    waits, into the transport's buffer, which Twisted sends on the reactor's
+    next turn.  Bytes of one connection thus keep their order.
+    """
 
     _log = Logger()
     factory: _WebSocketFactory
     session: EngineIOSession | None = None
-    #: Whether the transport has more to send than its buffer holds, and
-    #: what was written since then.
+    #: Whether the transport holds bytes not sent yet (over a socket), or
+    #: more than its buffer (otherwise), and what was written since then.
     backed_up = False
     backlog_bytes = 0
     backlog_messages = 0
+    #: The socket written to at once, when the transport is one's.
+    _socket: socket.socket | None = None
+    _flushed: _Flushed
 
     @property
     def engine(self) -> EngineIO:
@@ -455,7 +492,52 @@ class _WebSocket(WebSocketServerProtocol):
         # In place of the HTTP channel, whose request this connection was
         # (every Twisted stream transport and protocol wrapper takes one).
         self.unregisterProducer()
-        self.registerProducer(_Drain(self), True)
+        self._socket = socket_of(self.transport)
+        if self._socket is None:
+            self.registerProducer(_Drain(self), True)
+        else:
+            # The transport may still hold an answer of the HTTP channel:
+            # nothing is written to the socket until it says it has sent all.
+            self._flushed = _Flushed(self)
+            self._await_flush()
+
+    def _await_flush(self) -> None:
+        """The transport holds bytes not sent yet: write after them until it has sent all."""
+        self.backed_up = True
+        flushed = self._flushed
+        flushed.registering = True
+        self.registerProducer(flushed, False)
+        flushed.registering = False
+
+    def drained(self) -> None:
+        """The transport has sent all that it held."""
+        self.backed_up = False
+        self.backlog_bytes = self.backlog_messages = 0
+
+    def sendData(self, data: bytes, sync: bool = False, chopsize: int | None = None) -> None:
+        """
+        Write C{data} (what Autobahn sends goes through here): at once to
+        the socket if nothing waits in the transport, else after what
+        waits.  (C{sync} and C{chopsize}, ways of trickling bytes that
+        Autobahn offers for tests, are not used: the data is written as
+        it is.)
+        """
+        sock = self._socket
+        if sock is None or self.backed_up:
+            assert self.transport is not None
+            self.transport.write(data)
+            return
+        try:
+            sent = sock.send(data)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            # Twisted finds the error as it writes, and closes the connection.
+            sent = 0
+        if sent < len(data):
+            assert self.transport is not None
+            self.transport.write(data[sent:])
+            self._await_flush()
 
     def _backlog(self, size: int) -> bool:
         """

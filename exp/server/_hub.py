@@ -8,17 +8,17 @@ subscribers of one process.
 
 from __future__ import annotations
 
-import json
 import uuid as uuidlib
 from collections import defaultdict
 from typing import Any
 
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import Interface, implementer
 
+from exp.protocol import compact_json
 from exp.protocol import engineio as eio
 
 #: What one broadcast collects at most by default: responses, and their
@@ -30,7 +30,7 @@ MAX_RESPONSE_BYTES = 8 << 20
 
 def json_size(value: Any) -> int:
     """The bytes of C{value} as compact JSON."""
-    return eio.utf8_size(json.dumps(value, separators=(",", ":"), ensure_ascii=False))
+    return eio.utf8_size(compact_json(value))
 
 
 class Message:
@@ -221,7 +221,7 @@ class LocalHub:
 
         def cancel(_: Deferred[list[Any]]) -> None:
             self._collecting.pop(broadcast_id, None)
-            if call.active():
+            if call is not None and call.active():
                 call.cancel()
 
         def unpublished(failure: Failure) -> None:
@@ -232,10 +232,15 @@ class LocalHub:
         d: Deferred[list[Any]] = Deferred(cancel)
         broadcast_id = uuidlib.uuid4().hex
         self._collecting[broadcast_id] = collection
+        call: IDelayedCall | None = None
         published = self._send(broadcast_id, channel, name, payload)
-        call = self._clock.callLater(timeout, finish)
         if published is not None:
             published.addErrback(unpublished)
+        if timeout > 0:
+            call = self._clock.callLater(timeout, finish)
+        else:
+            # Nothing to wait for: what was delivered is all it collects.
+            finish()
         return d
 
     def respond(self, broadcast_id: str, channel: str, payload: Any) -> bool:

@@ -21,6 +21,7 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 from zope.interface import Interface, implementer
 
+from exp.protocol import compact_json
 from exp.server._query import Query
 
 #: What a transaction gives.
@@ -126,7 +127,7 @@ CREATE TABLE IF NOT EXISTS logs (
 
 def dumps(document: Any) -> str:
     """Compact JSON text, as stored."""
-    return json.dumps(document, separators=(",", ":"), ensure_ascii=False)
+    return compact_json(document)
 
 
 @implementer(IStorage)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import inspect
 import json
 import re
+import socket
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from functools import partial
@@ -16,12 +17,16 @@ from typing import Any, Generic, TypeVar
 from urllib.parse import parse_qs, unquote, unquote_plus
 
 import attrs
+from twisted.internet.abstract import FileDescriptor
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import CancelledError, ensureDeferred
 from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.protocols import policies
 from twisted.python.failure import Failure
 from twisted.web import http, resource, server
+from twisted.web.http import HTTPChannel
+from twisted.web.http_headers import Headers
 
 from exp.protocol import strict_json
 from exp.server._storage import InvalidDocument, Unavailable
@@ -248,6 +253,15 @@ def _compile(template: str) -> re.Pattern[str]:
     return re.compile(out + "/?$")
 
 
+def _head(path: str) -> str:
+    """
+    The first two segments of a path or path template (C{/api/devices} of
+    C{/api/devices/{uuid}}): no path matches a template with other literal
+    first segments.
+    """
+    return "/".join(path.split("/", 3)[:3]).rstrip("/")
+
+
 class _Exchange:
     """A request being answered, and whether its client has gone."""
 
@@ -273,11 +287,25 @@ class Router(resource.Resource):
         super().__init__()
         self._prefix = prefix
         self._routes: list[_Route] = []
+        #: The routes a path may match, by the path's first segments (L{_head}):
+        #: those whose template starts with these segments, and those whose
+        #: template has a parameter among its first segments (in L{_anywhere}),
+        #: in the order added.
+        self._by_head: dict[str, list[_Route]] = {}
+        self._anywhere: list[_Route] = []
 
     def add(self, method: str, template: str, handler: Handler) -> None:
         """Answer C{method} requests whose path matches C{template} with C{handler}."""
-        self._routes.append(_Route(method.encode("ascii"), _compile(self._prefix + template),
-                                   handler, self._prefix + template))
+        template = self._prefix + template
+        route = _Route(method.encode("ascii"), _compile(template), handler, template)
+        self._routes.append(route)
+        head = _head(template)
+        if "{" in head:
+            self._anywhere.append(route)
+            for routes in self._by_head.values():
+                routes.append(route)
+        else:
+            self._by_head.setdefault(head, list(self._anywhere)).append(route)
 
     def include(self, routes: Routes[S], bound_to: S) -> None:
         """Add the handlers of C{routes}, each given C{bound_to} before the request."""
@@ -292,6 +320,8 @@ class Router(resource.Resource):
         """Answer C{request} later, from its route's handler."""
         exchange = _Exchange(request)
         d = ensureDeferred(self._dispatch(exchange))
+        if d.called:
+            return server.NOT_DONE_YET  # answered already
 
         def gone(_: Failure) -> None:
             exchange.gone = True
@@ -336,7 +366,7 @@ class Router(resource.Resource):
             raise HttpError(413, "payload.tooLarge", "the request body is too large")
         path = request.path.decode("utf-8", "replace")
         allowed: list[bytes] = []
-        for route in self._routes:
+        for route in self._by_head.get(_head(path), self._anywhere):
             match = route.pattern.match(path)
             if match is None:
                 continue
@@ -361,11 +391,15 @@ def _write_error(exchange: _Exchange, error: HttpError) -> None:
     _write_json(exchange, {"code": error.code, "message": error.message})
 
 
+#: Compact JSON text in ASCII (other characters escaped), one encoder for all answers.
+_ascii_json = json.JSONEncoder(separators=(",", ":")).encode
+
+
 def _write_json(exchange: _Exchange, value: Any) -> None:
     if exchange.finished():
         return
     request = exchange.request
-    body = json.dumps(value, separators=(",", ":")).encode("utf-8")
+    body = _ascii_json(value).encode("ascii")
     request.setHeader(b"content-type", b"application/json; charset=utf-8")
     request.setHeader(b"content-length", str(len(body)).encode("ascii"))
     request.write(body)
@@ -480,7 +514,8 @@ def redact_uri(uri: bytes) -> bytes:
     and the token of a delivery path (C{/_rt=<token>/}) too.
     """
     path, question, rest = uri.partition(b"?")
-    path = _PATH_TOKEN.sub(b"/_rt=<redacted>", path)
+    if b"/_rt=" in path:
+        path = _PATH_TOKEN.sub(b"/_rt=<redacted>", path)
     if not question:
         return path
     query, hash_, fragment = rest.partition(b"#")
@@ -513,12 +548,39 @@ class _Redacted:
         return value
 
 
+def _plain(value: bytes) -> str | None:
+    """
+    C{value} as text, if twisted.web's log escaping leaves it as it is
+    (printable ASCII, no quote or backslash); else None.
+    """
+    if not value.isascii():
+        return None
+    text = value.decode("ascii")
+    if not text.isprintable() or '"' in text or "\\" in text:
+        return None
+    return text
+
+
 def access_log_formatter(timestamp: str, request: server.Request) -> str:
     """
     The combined log format of twisted.web, with the tokens that delivery
     URLs (C{_rt}) and socket handshakes (C{token}) carry in the query redacted.
+    (The line of twisted.web's C{combinedLogFormatter}, written at once when
+    none of its parts needs escaping, as is the rule.)
     """
-    return str(http.combinedLogFormatter(timestamp, _Redacted(request)))
+    address = request.getClientAddress()
+    referrer = request.getHeader(b"referer")
+    parts = [_plain(part) for part in (
+        address.host.encode("utf-8") if isinstance(address, (IPv4Address, IPv6Address))
+        else b"-",
+        request.method, redact_uri(request.uri), request.clientproto,
+        (None if referrer is None else redact_uri(referrer)) or b"-",
+        request.getHeader(b"user-agent") or b"-")]
+    if None in parts:
+        return str(http.combinedLogFormatter(timestamp, _Redacted(request)))
+    host, method, path, protocol, referred, agent = parts
+    return (f'"{host}" - - {timestamp} "{method} {path} {protocol}" {request.code:d} '
+            f'{request.sentLength or "-"} "{referred}" "{agent}"')
 
 
 class DeadlineChannel(http.HTTPChannel):
@@ -533,6 +595,47 @@ class DeadlineChannel(http.HTTPChannel):
     head_timeout = 10.0
     _head_clock: Any = None
     _past_head = False
+    #: The head of the answer being written, until its body's first bytes.
+    _answer_head: bytes | None = None
+
+    def writeHeaders(self, version: bytes, code: bytes, reason: bytes,
+                     headers: Headers) -> None:
+        """
+        Keep the head of an answer (as Twisted writes it) until the first
+        bytes of its body, to write both at once: one write, one send.
+        """
+        if not isinstance(headers, Headers):
+            super().writeHeaders(version, code, reason, headers)
+            return
+        head = [version, b" ", code, b" ", reason, b"\r\n"]
+        for name, values in headers.getAllRawHeaders():
+            for value in values:
+                head += (name, b": ", value, b"\r\n")
+        head.append(b"\r\n")
+        self._answer_head = b"".join(head)
+
+    def write(self, data: bytes) -> None:
+        """Write C{data} of an answer, after its head if that still waits."""
+        head = self._answer_head
+        if head is not None:
+            self._answer_head = None
+            data = head + data
+        assert self.transport is not None
+        self.transport.write(data)
+
+    def writeSequence(self, iovec: list[bytes]) -> None:
+        """Write the parts of C{iovec} as one."""
+        self.write(b"".join(iovec))
+
+    def _write_head(self) -> None:
+        """Write the head of an answer that has no body."""
+        if self._answer_head is not None:
+            self.write(b"")
+
+    def loseConnection(self) -> None:
+        """Close the connection, once what waits is written."""
+        self._write_head()
+        super().loseConnection()
 
     def dataReceived(self, data: bytes) -> None:
         """Start the head's clock at the first byte of a request."""
@@ -548,6 +651,7 @@ class DeadlineChannel(http.HTTPChannel):
 
     def requestDone(self, request: http.Request) -> None:
         """The next request's head gets a clock of its own."""
+        self._write_head()
         self._past_head = False
         super().requestDone(request)
 
@@ -571,11 +675,68 @@ class DeadlineChannel(http.HTTPChannel):
         self.loseConnection()
 
 
+def socket_of(transport: Any) -> socket.socket | None:
+    """
+    The socket that the bytes written to C{transport} go to as they are:
+    that of a TCP (or UNIX) connection, perhaps behind a protocol wrapper
+    that passes writes on unchanged (C{twisted.protocols.policies}'s, or a
+    L{Connection} once its HTTP channel has handed it over).  None for
+    anything else (TLS encrypts what is written).
+    """
+    if type(transport) is policies.ProtocolWrapper or isinstance(transport, Connection):
+        transport = transport.transport
+    if not isinstance(transport, FileDescriptor) or getattr(transport, "TLS", False):
+        return None
+    handle = transport.getHandle()  # type: ignore[attr-defined]
+    return handle if isinstance(handle, socket.socket) else None
+
+
+class Connection(policies.ProtocolWrapper):
+    """
+    A connection of the site (see L{PeerLimit}).  Over a plain socket, what
+    its HTTP channel writes (an answer at a time, see
+    L{DeadlineChannel.writeHeaders}) goes to the socket at once, without
+    waiting for the reactor's next turn, as long as the transport has never
+    had to keep anything; once it has, Twisted writes as usual.  Writes of
+    a protocol that takes the connection over (a WebSocket) are passed on.
+    """
+
+    _socket: socket.socket | None = None
+
+    def makeConnection(self, transport: Any) -> None:
+        """Find the socket under C{transport}, then connect the HTTP channel."""
+        self._socket = socket_of(transport)
+        super().makeConnection(transport)
+
+    def write(self, data: bytes) -> None:
+        """Write C{data}: to the socket if nothing waits before it, else after what waits."""
+        sock, transport = self._socket, self.transport
+        assert transport is not None
+        if sock is None or not isinstance(self.wrappedProtocol, HTTPChannel):
+            transport.write(data)
+            return
+        try:
+            sent = sock.send(data)
+        except OSError:
+            sent = 0  # Twisted finds the error as it writes, and closes the connection
+        if sent < len(data):
+            # The rest waits in the transport, and from now on all that follows.
+            self._socket = None
+            transport.write(data[sent:])
+
+    def writeSequence(self, data: list[bytes]) -> None:
+        """Write the parts of C{data} as one."""
+        self.write(b"".join(data))
+
+
 class PeerLimit(policies.WrappingFactory):
     """
     At most C{limit} connections at once from one peer address (0: no
-    limit); a connection past it is closed at once, and logged.
+    limit); a connection past it is closed at once, and logged.  Each
+    connection is a L{Connection}.
     """
+
+    protocol = Connection
 
     def __init__(self, site: server.Site, limit: int) -> None:
         super().__init__(site)
