@@ -18,6 +18,11 @@ clients drive both servers (network.py's):
   rate     broadcasts per second delivered to one listener with --concurrency
            posters (one request in flight on each keep-alive connection);
            server CPU per broadcast; sent, failed and delivered
+  floor    ours only against a bare twisted.web Site (benchmarks/webfloor.py)
+           answering the same broadcast POSTs with [] and doing nothing else,
+           --concurrency in flight, no listener: requests/s and server CPU
+           per request, which shows what the HTTP server of twisted.web costs
+           before our server does anything
   memory   server RSS per idle subscribed session (--idle-sessions); server
            CPU per session connected and subscribed
   rest     ours only: server CPU per GET /api/devices/{uuid} (the demo
@@ -41,7 +46,7 @@ issue's goal, and the CPU time that other processes of the machine used
 meanwhile (in cores, during ours / during the peer).  CPU times come from
 /proc/<pid>/task/*/schedstat (all threads of the process, in ns).
 
-    .venv/bin/python benchmarks/peers.py [--only fanout|latency|rate|memory|rest|sdk]
+    .venv/bin/python benchmarks/peers.py [--only fanout|latency|rate|floor|memory|rest|sdk]
 
 With --py-spy DIR, py-spy samples our server during the measured part of each
 round (not while sessions connect) into DIR/<benchmark>-<round>.txt; the peer
@@ -101,7 +106,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 PEER_JS = os.path.join(HERE, "peer.js")
 INTEROP = os.path.join(os.path.dirname(HERE), "tests", "interop")
 SERVER_ARGS = ("--no-access-log",)
-OURS, PEER = "ours", "peer"
+OURS, PEER, FLOOR = "ours", "peer", "twisted.web"
+WEBFLOOR = os.path.join(HERE, "webfloor.py")
 BOTH = (OURS, PEER)
 
 
@@ -121,10 +127,21 @@ class PeerProcess(ServerProcess):
         return [node, PEER_JS, "--port", str(self.port), "--token", self.fixed_token]
 
 
+class FloorProcess(ServerProcess):
+    """A bare twisted.web Site (webfloor.py), driven like L{ServerProcess}."""
+
+    log_name = "webfloor.log"
+
+    def command(self) -> list[str]:
+        return [sys.executable, WEBFLOOR, "--port", str(self.port)]
+
+
 def server_for(reactor: Any, side: str, directory: str) -> ServerProcess:
-    """Ours or the peer, not started yet."""
+    """Ours, the peer or the floor, not started yet."""
     if side == PEER:
         return PeerProcess(reactor, directory)
+    if side == FLOOR:
+        return FloorProcess(reactor, directory)
     return ServerProcess(reactor, directory, SERVER_ARGS)
 
 
@@ -264,7 +281,8 @@ class Bench:
                note: str = "") -> Figure:
         """A figure of every side, C{value} of its tally."""
         ours = value(self.tally[OURS])
-        peer = value(self.tally[PEER]) if PEER in self.tally else None
+        other = next((side for side in self.sides if side != OURS), None)
+        peer = None if other is None else value(self.tally[other])
         return Figure(self.name, label, fmt, ours, peer, goal=goal, met=met,
                       others=self.others(), note=note)
 
@@ -415,6 +433,46 @@ class Rate(Bench):
                         lambda t: (t.total("sent"), t.total("failed"), t.total("lost")),
                         "none failed or lost",
                         lambda ours, ratio: ours[1] == 0 and ours[2] == 0),
+        ]
+
+
+class Floor(Bench):
+    """Ours against a bare twisted.web Site, the same POSTs, slices of time alternately."""
+
+    name = "floor"
+    sides = (OURS, FLOOR)
+
+    async def round(self, reactor: Any, servers: Servers, order: Sequence[str]) -> None:
+        requesters = {side: await connect_requester(servers[side], self.args.concurrency)
+                      for side in order}
+        slices = max(1, round(self.args.duration))
+        _log(f"floor: {slices} s of broadcast POSTs to each, {self.args.concurrency} in flight, "
+             "alternately in slices of 1 s")
+        await self.measuring(reactor, servers)
+        for s in range(1 + slices):  # the first slice warms up
+            for side in order:
+                requester, sent = requesters[side], requesters[side].sent
+                meter = CpuMeter(servers[side])
+                await requester.run(now() + 1.0)
+                if s:
+                    self.tally[side].add(meter.stop(), sent=requester.sent - sent)
+        self.measured(servers)
+        for side in order:
+            requesters[side].close()
+            self.tally[side].add(failed=requesters[side].failed)
+
+    def figures(self) -> list[Figure]:
+        c = self.args.concurrency
+        note = ("in the peer column a bare twisted.web Site (benchmarks/webfloor.py) "
+                "answering the same POSTs with []")
+        return [
+            self.figure(f"POSTs/s answered, {c} in flight, no listener", "{:,.0f} /s",
+                        lambda t: t.total("sent") / t.cpu.wall, note=note),
+            self.figure("server CPU per POST answered", "{:.0f} us",
+                        lambda t: t.cpu.server / max(1, t.total("sent")) * 1e6,
+                        note=f"ours: {busy(self.tally[OURS])}; twisted.web: "
+                        f"{busy(self.tally[FLOOR])}"),
+            self.figure("failed", "{:,.0f}", lambda t: t.total("failed")),
         ]
 
 
@@ -656,7 +714,7 @@ async def sdk_worker(reactor: Any, url: str) -> None:
 
 
 BENCHMARKS: dict[str, type[Bench]] = {
-    b.name: b for b in (Fanout, Latency, Rate, Memory, Rest, Sdk)}
+    b.name: b for b in (Fanout, Latency, Rate, Floor, Memory, Rest, Sdk)}
 
 
 # -- running them -----------------------------------------------------------------
@@ -670,7 +728,7 @@ async def run(reactor: Any, args: argparse.Namespace) -> None:
     print(f"ours    : python -m twisted exp-server {' '.join(SERVER_ARGS)} "
           "--max-connections-per-peer 0 --max-sessions-per-identity 100000, SQLite")
     print(f"peer    : node {node_version}, socket.io {socketio_version()} "
-          "(benchmarks/peer.js)")
+          "(benchmarks/peer.js); in floor: a bare twisted.web Site (benchmarks/webfloor.py)")
     print(f"load    : {os.getloadavg()[0]:.2f} (1 min average) before the first benchmark",
           flush=True)
     names = [args.only] if args.only else list(BENCHMARKS)

@@ -8,7 +8,7 @@ subscribers of one process.
 
 from __future__ import annotations
 
-import uuid as uuidlib
+import secrets
 from collections import defaultdict
 from typing import Any
 
@@ -26,6 +26,11 @@ from exp.protocol import engineio as eio
 MAX_RESPONSES = 1000
 #: See L{MAX_RESPONSES}.
 MAX_RESPONSE_BYTES = 8 << 20
+
+
+def _new_id() -> str:
+    """A new broadcast id: 128 random bits in hex (a UUID's hex, at a quarter of its cost)."""
+    return secrets.token_hex(16)
 
 
 def json_size(value: Any) -> int:
@@ -195,7 +200,7 @@ class LocalHub:
         return published
 
     def notify(self, channel: str, name: str, payload: Any) -> None:
-        published = self._send(uuidlib.uuid4().hex, channel, name, payload)
+        published = self._send(_new_id(), channel, name, payload)
         if published is not None:
             published.addErrback(self._publish_failed, "notification")
 
@@ -230,7 +235,7 @@ class LocalHub:
                 d.errback(failure)
 
         d: Deferred[list[Any]] = Deferred(cancel)
-        broadcast_id = uuidlib.uuid4().hex
+        broadcast_id = _new_id()
         self._collecting[broadcast_id] = collection
         call: IDelayedCall | None = None
         published = self._send(broadcast_id, channel, name, payload)

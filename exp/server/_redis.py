@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import secrets
 import time
 import uuid as uuidlib
 from collections import OrderedDict
@@ -228,7 +229,7 @@ class RedisHub(LocalHub):
 
     def _publish(self, message: dict[str, Any]) -> Deferred[None] | None:
         message["o"] = self._origin
-        message["m"] = uuidlib.uuid4().hex
+        message["m"] = secrets.token_hex(16)
         text = dumps(message)
 
         async def publish() -> None:
