@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from typing import Any
 
 import attrs
 
@@ -23,6 +24,13 @@ _decoded: dict[str, ChannelId] = {}
 _encoded: dict[ChannelId, str] = {}
 _CACHED = 4096
 _CACHED_ID = 256
+
+
+def _keep(cache: dict[Any, Any], key: Any, value: Any) -> None:
+    """Keep C{value} in C{cache} under C{key}, the cache emptied first when full."""
+    if len(cache) >= _CACHED:
+        cache.clear()
+    cache[key] = value
 
 
 @attrs.frozen
@@ -53,9 +61,7 @@ class ChannelId:
             )
             encoded = base64.b64encode(raw.encode("utf-8")).decode("ascii")
             if len(encoded) <= _CACHED_ID:
-                if len(_encoded) >= _CACHED:
-                    _encoded.clear()
-                _encoded[self] = encoded
+                _keep(_encoded, self, encoded)
         return encoded
 
     @classmethod
@@ -87,9 +93,7 @@ class ChannelId:
             )
         channel = cls(value[0], value[1], bool(value[2]), bool(value[3]))
         if len(channel_id) <= _CACHED_ID and cls is ChannelId:
-            if len(_decoded) >= _CACHED:
-                _decoded.clear()
-            _decoded[channel_id] = channel
+            _keep(_decoded, channel_id, channel)
         return channel
 
 

@@ -31,7 +31,7 @@ from twisted.web import resource, server
 from zope.interface import implementer
 
 from exp.protocol import engineio as eio
-from exp.server._web import socket_of
+from exp.server._web import socket_of, write_at_once
 
 #: The query parameters of a request, each name with its values.
 Params = dict[str, list[str]]
@@ -522,21 +522,11 @@ class _WebSocket(WebSocketServerProtocol):
         Autobahn offers for tests, are not used: the data is written as
         it is.)
         """
-        sock = self._socket
+        sock, transport = self._socket, self.transport
+        assert transport is not None
         if sock is None or self.backed_up:
-            assert self.transport is not None
-            self.transport.write(data)
-            return
-        try:
-            sent = sock.send(data)
-        except BlockingIOError:
-            sent = 0
-        except OSError:
-            # Twisted finds the error as it writes, and closes the connection.
-            sent = 0
-        if sent < len(data):
-            assert self.transport is not None
-            self.transport.write(data[sent:])
+            transport.write(data)
+        elif not write_at_once(sock, transport, data):
             self._await_flush()
 
     def _backlog(self, size: int) -> bool:

@@ -20,9 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import secrets
 import time
-import uuid as uuidlib
 from collections import OrderedDict
 from typing import Any
 
@@ -30,7 +28,7 @@ from twisted.internet.defer import Deferred, fail
 from zope.interface import implementer
 
 from exp.server._asyncio import LoopThread, loop_thread
-from exp.server._hub import IHub, LocalHub
+from exp.server._hub import IHub, LocalHub, new_id
 from exp.server._storage import Unavailable, dumps
 
 #: Seconds between attempts to subscribe again after Redis went away.
@@ -57,7 +55,7 @@ class RedisHub(LocalHub):
         #: The Redis channel of this deployment's messages (named at L{open}).
         self.channel = ""
         self._timeout = timeout
-        self._origin = uuidlib.uuid4().hex
+        self._origin = new_id()
         self._seen: OrderedDict[str, None] = OrderedDict()
         # Made in open(): a process that daemonizes forks after building
         # its services, and threads do not survive a fork.
@@ -229,7 +227,7 @@ class RedisHub(LocalHub):
 
     def _publish(self, message: dict[str, Any]) -> Deferred[None] | None:
         message["o"] = self._origin
-        message["m"] = secrets.token_hex(16)
+        message["m"] = new_id()
         text = dumps(message)
 
         async def publish() -> None:

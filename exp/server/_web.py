@@ -691,6 +691,24 @@ def socket_of(transport: Any) -> socket.socket | None:
     return handle if isinstance(handle, socket.socket) else None
 
 
+def write_at_once(sock: socket.socket, transport: Any, data: bytes) -> bool:
+    """
+    Send C{data} on C{sock} at once (a caller's word that nothing waits
+    in C{transport}, the transport over C{sock}); what the socket does not
+    take goes to C{transport}, which sends it on a later turn of the reactor.
+
+    @return: whether the socket took all of C{data}.
+    """
+    try:
+        sent = sock.send(data)
+    except OSError:
+        sent = 0  # (full, or broken: Twisted finds the error as it writes, and closes)
+    if sent == len(data):
+        return True
+    transport.write(data[sent:])
+    return False
+
+
 class Connection(policies.ProtocolWrapper):
     """
     A connection of the site (see L{PeerLimit}).  Over a plain socket, what
@@ -714,15 +732,9 @@ class Connection(policies.ProtocolWrapper):
         assert transport is not None
         if sock is None or not isinstance(self.wrappedProtocol, HTTPChannel):
             transport.write(data)
-            return
-        try:
-            sent = sock.send(data)
-        except OSError:
-            sent = 0  # Twisted finds the error as it writes, and closes the connection
-        if sent < len(data):
+        elif not write_at_once(sock, transport, data):
             # The rest waits in the transport, and from now on all that follows.
             self._socket = None
-            transport.write(data[sent:])
 
     def writeSequence(self, data: list[bytes]) -> None:
         """Write the parts of C{data} as one."""
