@@ -274,7 +274,8 @@ class Bench:
         fmt, scale = ("{:.1f} ms", 1e3) if ms else ("{:.0f} us", 1e6)
         return self.figure("server CPU per broadcast", fmt,
                            lambda t: t.cpu.server / max(1, count(t)) * scale, goal, met,
-                           note=f"ours: {busy(self.tally[OURS])}; peer: {busy(self.tally[PEER])}")
+                           note="; ".join(f"{side}: {busy(self.tally[side])}"
+                                          for side in self.sides))
 
     def figure(self, label: str, fmt: str, value: Callable[[Tally], float | Values],
                goal: str = "", met: Callable[[Values, Values], bool] | None = None,
@@ -386,20 +387,23 @@ class Latency(Bench):
 class Rate(Bench):
     name = "rate"
     slice = 1.0
+    #: Whether a listener on each server receives the broadcasts.
+    listener = True
 
     async def round(self, reactor: Any, servers: Servers, order: Sequence[str]) -> None:
         delivered = dict.fromkeys(order, 0)
         factories, requesters = {}, {}
         for side in order:
-            def count(frame: bytes, arrived: float, side: str = side) -> None:
-                delivered[side] += 1
+            if self.listener:
+                def count(frame: bytes, arrived: float, side: str = side) -> None:
+                    delivered[side] += 1
 
-            factories[side] = servers[side].listener_factory(count)
-            await connect_listeners(reactor, factories[side], 1)
+                factories[side] = servers[side].listener_factory(count)
+                await connect_listeners(reactor, factories[side], 1)
             requesters[side] = await connect_requester(servers[side], self.args.concurrency)
         slices = max(1, round(self.args.duration / self.slice))
-        _log(f"rate: {slices} s of broadcasts to each, {self.args.concurrency} in flight, "
-             f"alternately in slices of {self.slice:g} s")
+        _log(f"{self.name}: {slices} s of broadcasts to each, {self.args.concurrency} in "
+             f"flight, alternately in slices of {self.slice:g} s")
         await self.measuring(reactor, servers)
         for s in range(1 + slices):  # the first slice warms up
             for side in order:
@@ -408,16 +412,18 @@ class Rate(Bench):
                 await requester.run(now() + self.slice)
                 cpu = meter.stop()
                 in_time = delivered[side] - before
-                await drain(reactor, functools.partial(delivered.__getitem__, side),
-                            requester.sent)
+                if self.listener:
+                    await drain(reactor, functools.partial(delivered.__getitem__, side),
+                                requester.sent)
                 if s:
                     self.tally[side].add(cpu, delivered=in_time, sent=requester.sent - sent)
         self.measured(servers)
         for side in order:
             requesters[side].close()
-            await factories[side].close_all(reactor)
             self.tally[side].add(failed=requesters[side].failed,
                                  lost=requesters[side].sent - delivered[side])
+        for factory in factories.values():
+            await factory.close_all(reactor)
 
     def figures(self) -> list[Figure]:
         c = self.args.concurrency
@@ -436,42 +442,21 @@ class Rate(Bench):
         ]
 
 
-class Floor(Bench):
-    """Ours against a bare twisted.web Site, the same POSTs, slices of time alternately."""
+class Floor(Rate):
+    """L{Rate}'s broadcasts without a listener, to ours and to a bare twisted.web Site."""
 
     name = "floor"
     sides = (OURS, FLOOR)
-
-    async def round(self, reactor: Any, servers: Servers, order: Sequence[str]) -> None:
-        requesters = {side: await connect_requester(servers[side], self.args.concurrency)
-                      for side in order}
-        slices = max(1, round(self.args.duration))
-        _log(f"floor: {slices} s of broadcast POSTs to each, {self.args.concurrency} in flight, "
-             "alternately in slices of 1 s")
-        await self.measuring(reactor, servers)
-        for s in range(1 + slices):  # the first slice warms up
-            for side in order:
-                requester, sent = requesters[side], requesters[side].sent
-                meter = CpuMeter(servers[side])
-                await requester.run(now() + 1.0)
-                if s:
-                    self.tally[side].add(meter.stop(), sent=requester.sent - sent)
-        self.measured(servers)
-        for side in order:
-            requesters[side].close()
-            self.tally[side].add(failed=requesters[side].failed)
+    listener = False
 
     def figures(self) -> list[Figure]:
         c = self.args.concurrency
-        note = ("in the peer column a bare twisted.web Site (benchmarks/webfloor.py) "
-                "answering the same POSTs with []")
         return [
             self.figure(f"POSTs/s answered, {c} in flight, no listener", "{:,.0f} /s",
-                        lambda t: t.total("sent") / t.cpu.wall, note=note),
-            self.figure("server CPU per POST answered", "{:.0f} us",
-                        lambda t: t.cpu.server / max(1, t.total("sent")) * 1e6,
-                        note=f"ours: {busy(self.tally[OURS])}; twisted.web: "
-                        f"{busy(self.tally[FLOOR])}"),
+                        lambda t: t.total("sent") / t.cpu.wall,
+                        note="in the peer column a bare twisted.web Site "
+                        "(benchmarks/webfloor.py) answering the same POSTs with []"),
+            self.server_cpu(lambda t: t.total("sent")),
             self.figure("failed", "{:,.0f}", lambda t: t.total("failed")),
         ]
 
